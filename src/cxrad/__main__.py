@@ -1,0 +1,5 @@
+"""Entry point for ``python -m cxrad``."""
+
+from cxrad.cli import main
+
+main()

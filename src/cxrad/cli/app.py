@@ -1,0 +1,82 @@
+"""Stage 10, cli: the Typer app, shared console, progress bars and error handling.
+
+Commands are thin: parse, call one library function, show progress, print a summary. A
+:class:`cxrad.errors.CxradError` becomes a one-line reason on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cxrad.progress import Progress as ProgressFn
+
+app = typer.Typer(
+    name="cxrad",
+    help=(
+        "Chest X-ray anomaly detection.\n\n"
+        "Pipeline: ingest DIR... --out WORK -> split WORK -> preprocess WORK -> "
+        "train WORK --out RUN -> evaluate RUN --data WORK -> predict PATH..."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# stdout is reserved for machine-readable output (predict's JSON); humans read stderr.
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log debug messages to stderr"),
+) -> None:
+    """Chest X-ray anomaly detection, from dataset folders to findings with heatmaps."""
+    if verbose:
+        setup_logging(verbose=True)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Route library logs to stderr through Rich."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+        force=True,
+    )
+    for noisy in ("lightning", "lightning.pytorch", "pytorch_lightning", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[ProgressFn]:
+    """A Rich bar on stderr, exposed as a ``progress(done, total)`` callback for library code."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    cols = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*cols, console=err_console, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line reason and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)

@@ -1,0 +1,47 @@
+"""Typed exceptions for every stage, so the CLI can turn user errors into one-line reasons.
+
+Anything derived from :class:`CxradError` is a *user* error: the CLI prints its message and
+exits non-zero without a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CxradError(Exception):
+    """Base class for errors caused by input or configuration, not by a bug."""
+
+
+class IngestError(CxradError):
+    """A dataset folder is missing, empty, or in a layout no adapter recognises."""
+
+
+class ManifestError(CxradError):
+    """A manifest is missing or does not follow the schema."""
+
+
+class SplitError(CxradError):
+    """Split ratios or options are invalid, or the manifest cannot be split."""
+
+
+class DecodeError(CxradError):
+    """An image file cannot be decoded into a chest X-ray array."""
+
+
+class CacheError(CxradError):
+    """The preprocessing cache is missing, stale, or inconsistent."""
+
+
+class ModelError(CxradError):
+    """An unknown model name, or a run directory that cannot be loaded."""
+
+
+class TrainError(CxradError):
+    """Training cannot start: no data in a split, bad options."""
+
+
+class EvaluateError(CxradError):
+    """Evaluation cannot run: no labelled rows, mismatched classes."""
+
+
+class PredictError(CxradError):
+    """Prediction cannot run: no inputs, no model."""

@@ -1,0 +1,135 @@
+"""Stage 6, models: a registry of pure ``nn.Module`` builders, each carrying its input contract.
+
+After timm's registry: a name maps to a builder plus a :class:`ModelSpec` that says what input
+the model expects (size, channels, normalisation) and which layer Grad-CAM should look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from cxrad.errors import ModelError
+from cxrad.labels import CLASSES
+from cxrad.options import suggest
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a registered model needs from its input, and how to explain it.
+
+    Attributes:
+        name: registry name, e.g. ``"seed-fcn"``.
+        input_size: square side in pixels the model was designed for.
+        in_channels: always 1 here: radiographs are grey.
+        mean: subtracted from the [0, 1] input inside the model.
+        std: divides the centred input inside the model.
+        cam_layer: dotted module name (inside ``Classifier.net``) that Grad-CAM hooks.
+        description: one line for ``cxrad info`` and the docs.
+        defaults: keyword arguments passed to the builder unless overridden.
+    """
+
+    name: str
+    input_size: int = 256
+    in_channels: int = 1
+    mean: float = 0.5
+    std: float = 0.25
+    cam_layer: str = ""
+    description: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def contract(self) -> dict[str, Any]:
+        """The input contract as plain JSON-able data (stored in each run's config)."""
+        d = asdict(self)
+        d.pop("defaults")
+        return d
+
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, tuple[Builder, ModelSpec]] = {}
+
+
+def register_model(spec: ModelSpec) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(num_classes, **kwargs) -> nn.Module`` under ``spec.name``.
+
+    The builder's module must map a ``(B, 1, S, S)`` float tensor to ``(B, num_classes)``
+    logits and provide ``forward_features(x) -> (B, F)`` (used by the shortcut audit).
+    """
+
+    def deco(builder: Builder) -> Builder:
+        if spec.name in _REGISTRY:
+            raise ValueError(f"model {spec.name!r} registered twice")
+        _REGISTRY[spec.name] = (builder, spec)
+        return builder
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name``; unknown names raise with "did you mean"."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ModelError(
+            f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}.{suggest(name, _REGISTRY)}"
+        )
+    return _REGISTRY[name][1]
+
+
+class Classifier(nn.Module):
+    """A registered network plus its input normalisation, so callers feed plain [0, 1] images.
+
+    Keeping the normalisation inside the module means training, prediction and the exported
+    ONNX graph can never disagree about it.
+    """
+
+    def __init__(self, net: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.net = net
+        self.spec = spec
+        self.register_buffer("mean", torch.tensor(float(spec.mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(float(spec.std)), persistent=False)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)`` for images ``(B, 1, S, S)`` scaled to [0, 1]."""
+        return self.net(self._norm(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``(B, F)``, for linear probes."""
+        return self.net.forward_features(self._norm(x))
+
+
+def create_model(name: str, num_classes: int = len(CLASSES), **kwargs: Any) -> Classifier:
+    """Build a registered model, randomly initialised (nothing is downloaded).
+
+    Example:
+        >>> model = create_model("seed-fcn")
+        >>> model(torch.rand(2, 1, 256, 256)).shape
+        torch.Size([2, 17])
+    """
+    spec = get_spec(name)
+    builder = _REGISTRY[name][0]
+    net = builder(num_classes=num_classes, **{**spec.defaults, **kwargs})
+    return Classifier(net, spec)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters, as Keras' summary counts them without buffers."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _ensure_loaded() -> None:
+    # Importing the zoo registers every model; done lazily to avoid import cycles.
+    import cxrad.models.zoo  # noqa: F401

@@ -1,0 +1,5 @@
+"""Stage 6, models: importing this module registers every built-in model."""
+
+from __future__ import annotations
+
+from cxrad.models import seed_fcn  # noqa: F401
