@@ -7,6 +7,10 @@ A higher score always means more abnormal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 CLASSES: tuple[str, ...] = (
     "ATELECTASIS",
     "CARDIOMEGALY",
@@ -34,3 +38,19 @@ FINDINGS: tuple[str, ...] = tuple(c for c in CLASSES if c != NORMAL)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """Split names used in the manifest's ``split`` column."""
+
+
+def abnormal_score(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """One number per image, higher = more abnormal.
+
+    ``1 - p(NORMAL)`` when the model has a NORMAL output, else the largest finding probability.
+
+    Args:
+        probs: ``(N, C)`` or ``(C,)`` probabilities in the order of ``classes``.
+        classes: the model's class names.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    classes = list(classes)
+    if NORMAL in classes:
+        return 1.0 - p[..., classes.index(NORMAL)]
+    return p.max(axis=-1)

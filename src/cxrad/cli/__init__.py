@@ -8,7 +8,15 @@ from cxrad.cli.app import app, err_console, setup_logging
 from cxrad.errors import CxradError
 
 # Importing registers each stage's command, in pipeline order.
-from cxrad.cli import info  # noqa: F401  isort: skip
+from cxrad.cli import (  # noqa: F401  isort: skip
+    info,
+    ingest,
+    split,
+    preprocess,
+    train,
+    evaluate,
+    predict,
+)
 
 __all__ = ["app", "main"]
 

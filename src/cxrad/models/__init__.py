@@ -14,7 +14,7 @@ from cxrad.models.registry import (
     list_models,
     register_model,
 )
-from cxrad.models.run import load_run, resolve_run, save_run
+from cxrad.models.run import load_run, probabilities, read_config, resolve_run, save_run
 
 __all__ = [
     "Classifier",
@@ -24,6 +24,8 @@ __all__ = [
     "get_spec",
     "list_models",
     "load_run",
+    "probabilities",
+    "read_config",
     "register_model",
     "resolve_run",
     "save_run",

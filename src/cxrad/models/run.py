@@ -87,3 +87,15 @@ def load_run(
     except (RuntimeError, OSError) as e:
         raise ModelError(f"weights in {path / WEIGHTS} do not fit model {m['name']!r}: {e}") from e
     return model.to(device).eval(), cfg
+
+
+def probabilities(logits: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+    """Turn logits into probabilities the way the run was trained.
+
+    Multi-label runs (the default) use a sigmoid per class; ``--loss softmax`` runs use a softmax.
+    A ``temperature`` fitted on validation, if present in the config, divides the logits first.
+    """
+    logits = logits / float(config.get("temperature") or 1.0)
+    if config.get("activation", "sigmoid") == "softmax":
+        return torch.softmax(logits, dim=-1)
+    return torch.sigmoid(logits)
