@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from cxrad.cli.app import app, err_console, setup_logging
 from cxrad.errors import CxradError
 
@@ -27,5 +29,5 @@ def main() -> None:
     try:
         app()
     except CxradError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -1,3 +1,101 @@
 """Stage 10, cli: ``cxrad ingest DIR... --out WORK``."""
 
 from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cxrad.cli.app import app, err_console, progress_bar
+from cxrad.ingest import ADAPTERS, ingest
+from cxrad.ingest.registry import get_adapter
+from cxrad.progress import Progress
+
+SUMMARY_NAME = "ingest_summary.json"
+
+
+@app.command("ingest")
+def ingest_command(
+    dirs: list[Path] = typer.Argument(
+        ...,
+        help="Dataset folders (or a parent folder of several datasets, searched one level down).",
+        show_default=False,
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Work folder; writes manifest.parquet and ingest_summary.json."
+    ),
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help=f"Force one layout instead of detecting it: {', '.join(ADAPTERS)}.",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", "-j", min=1, help="Hashing processes (default: all CPUs)."
+    ),
+    no_hash: bool = typer.Option(
+        False, "--no-hash", help="Skip sha1/phash (fast; dedup in `cxrad split` then finds less)."
+    ),
+) -> None:
+    """Read dataset folders into one manifest: one row per image, 17 label columns, hashes.
+
+    Every public layout cxrad knows is detected automatically; an unknown folder is an error
+    that lists them. Rows that cannot be used (excluded views, unmapped labels, missing or
+    unreadable files) are kept with a reason and counted in the summary.
+
+    Example: cxrad ingest ../shared/data/* --out work
+    """
+    from cxrad.manifest import write_manifest
+
+    if fmt is not None:
+        get_adapter(fmt)  # a typo fails before any work, with "did you mean"
+    with contextlib.ExitStack() as stack:
+        bar: list[Progress] = []
+
+        def progress(done: int, total: int) -> None:
+            # Opened on the first update, so a bad folder fails without drawing a bar.
+            if not bar:
+                bar.append(stack.enter_context(progress_bar("hashing")))
+            bar[0](done, total)
+
+        manifest, summary = ingest(
+            dirs, fmt=fmt, workers=workers, progress=progress, hash_images=not no_hash
+        )
+    path = write_manifest(manifest, out)
+    (Path(out) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary)
+    err_console.print(escape(f"wrote {path} and {Path(out) / SUMMARY_NAME}"), highlight=False)
+
+
+def _print_summary(summary: dict) -> None:
+    """Rows and ok rows per source, positives per class, rejects by reason, and notes."""
+    for note in summary.get("notes", []):
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    t = Table(title=f"{summary['rows']} rows, {summary['ok']} ok", title_justify="left")
+    for col in ("source", "rows", "ok", "rejected"):
+        t.add_column(col, justify="left" if col == "source" else "right")
+    for src, s in summary["per_source"].items():
+        t.add_row(src, str(s["rows"]), str(s["ok"]), str(s["rows"] - s["ok"]))
+    err_console.print(t)
+    classes = {c: n for c, n in summary["per_class"].items() if n}
+    err_console.print(
+        "positives (ok rows): " + ", ".join(f"{c} {n}" for c, n in classes.items()),
+        highlight=False,
+        soft_wrap=True,
+    )
+    if summary["rejects"]:
+        err_console.print(
+            "rejected: " + escape(", ".join(f"{r} ({n})" for r, n in summary["rejects"].items())),
+            highlight=False,
+            soft_wrap=True,
+        )
+    if "exact_duplicate_groups" in summary:
+        err_console.print(
+            f"byte-identical groups: {summary['exact_duplicate_groups']} "
+            f"({summary['exact_duplicate_rows']} rows); near duplicates: see `cxrad split`",
+            highlight=False,
+        )
