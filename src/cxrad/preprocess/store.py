@@ -1,0 +1,310 @@
+"""Stage 4, preprocess: the on-disk cache layout, crash-safe shards and packing, and ``open_cache``.
+
+``WORK/cache/<config.key>/`` holds, once complete:
+
+- ``images.u8``: raw ``uint8`` bytes, N x S x S, rows in sorted-sha1 order (``np.memmap``-able);
+- ``index.parquet``: ``sha1 -> row``;
+- ``failures.parquet``: ``image_id, path, sha1, reason`` for every ``ok`` manifest row that
+  could not be cached;
+- ``meta.json``: config, shape, counts and a ``pack_id`` fingerprint of the contents.
+
+Work in progress lives in ``shards/``: each shard is ``<name>.u8`` + ``<name>.json``, each written
+to a ``.tmp`` name and ``os.replace``d, the JSON last, so a shard exists whole or not at all.
+Packing writes every final file to ``.tmp`` first, then a journal naming the renames; the
+renames are replayed on the next start if a ``kill -9`` lands between them. Nothing in the pack
+depends on timing, chunking or worker count, so an interrupted run that resumes produces the
+same bytes as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrad.errors import CacheError
+from cxrad.preprocess.transform import PREPROCESS_VERSION, PreprocessConfig
+
+logger = logging.getLogger(__name__)
+
+IMAGES = "images.u8"
+INDEX = "index.parquet"
+FAILURES = "failures.parquet"
+META = "meta.json"
+JOURNAL = "pack.journal.json"
+SHARDS = "shards"
+LOCK = ".lock"
+FAILURE_COLUMNS = {"image_id": "string", "path": "string", "sha1": "string", "reason": "string"}
+
+
+def _checkpoint(step: str) -> None:
+    """No-op hook called at every crash-relevant point; tests replace it to ``kill -9`` there."""
+
+
+def cache_dir(work: str | Path, config: PreprocessConfig) -> Path:
+    """``WORK/cache/<config.key>``."""
+    return Path(work) / "cache" / config.key
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp name and ``os.replace``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def canonical_json(obj: object) -> bytes:
+    """Deterministic JSON bytes (sorted keys), so equal contents give equal files."""
+    return (json.dumps(obj, sort_keys=True, indent=1) + "\n").encode()
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """One preprocess run per cache folder; the OS drops the lock if the process dies."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise CacheError(
+                f"another `cxrad preprocess` is writing {directory}; wait for it to finish"
+            ) from e
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def recover(directory: Path) -> None:
+    """Finish an interrupted pack commit, then delete half-written ``.tmp`` files."""
+    journal = directory / JOURNAL
+    if journal.is_file():
+        logger.info("finishing an interrupted cache commit in %s", directory)
+        apply_journal(directory, json.loads(journal.read_text()))
+    for d in (directory, directory / SHARDS):
+        if d.is_dir():
+            for tmp in d.glob("*.tmp"):
+                tmp.unlink()
+
+
+def apply_journal(directory: Path, journal: Mapping[str, list]) -> None:
+    """Replay the renames and shard deletions of a commit; safe to repeat after a crash."""
+    for src, dst in journal["replace"]:
+        if (directory / src).exists():
+            os.replace(directory / src, directory / dst)
+            _checkpoint("replaced")
+    for name in journal["delete_shards"]:
+        for suffix in (".json", ".u8"):
+            (directory / SHARDS / (name + suffix)).unlink(missing_ok=True)
+    (directory / JOURNAL).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def shard_name(sha1s: Sequence[str]) -> str:
+    """A shard is named by the items it was asked to do, so one chunk never gets two names."""
+    return hashlib.sha1("\n".join(sha1s).encode()).hexdigest()[:16]
+
+
+def write_shard(
+    directory: Path, name: str, ok: list[str], images: np.ndarray, failed: dict[str, str]
+) -> None:
+    """Write one finished chunk: pixels first, then the JSON that marks it complete."""
+    shards = directory / SHARDS
+    shards.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(shards / f"{name}.u8", np.ascontiguousarray(images).tobytes())
+    record = {"ok": ok, "failed": failed, "size": int(images.shape[-1]) if images.ndim == 3 else 0}
+    atomic_write_bytes(shards / f"{name}.json", canonical_json(record))
+
+
+@dataclass
+class Shard:
+    """A complete shard on disk: ``ok[i]`` is row ``i`` of ``images``."""
+
+    name: str
+    ok: list[str]
+    failed: dict[str, str]
+    images: np.ndarray
+
+
+def read_shards(directory: Path, size: int) -> list[Shard]:
+    """Every complete shard (JSON present and pixel file of the right length), by name."""
+    out: list[Shard] = []
+    shards = directory / SHARDS
+    if not shards.is_dir():
+        return out
+    for js in sorted(shards.glob("*.json")):
+        rec = json.loads(js.read_text())
+        data = js.with_suffix(".u8")
+        n = len(rec["ok"])
+        if not data.is_file() or data.stat().st_size != n * size * size:
+            logger.warning("ignoring incomplete shard %s", js.stem)
+            continue
+        images = (
+            np.memmap(data, np.uint8, "r", shape=(n, size, size))
+            if n
+            else np.zeros((0, size, size), np.uint8)
+        )
+        out.append(Shard(js.stem, rec["ok"], rec["failed"], images))
+    return out
+
+
+# ----------------------------------------------------------------------------- the pack
+
+
+@dataclass
+class Cache:
+    """An opened cache: a read-only memmap of every image plus its sha1 index.
+
+    Attributes:
+        images: ``np.memmap`` of shape ``(N, S, S)``, ``uint8``, read-only.
+        index: DataFrame with columns ``sha1`` and ``row``.
+        failures: DataFrame ``image_id, path, sha1, reason``.
+        config: the :class:`PreprocessConfig` the images were made with.
+        path: the cache folder.
+    """
+
+    images: np.ndarray
+    index: pd.DataFrame
+    failures: pd.DataFrame
+    config: PreprocessConfig
+    path: Path
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def rows_for(self, df: pd.DataFrame) -> np.ndarray:
+        """Row of ``images`` for each manifest row, by content sha1; ``-1`` when not cached.
+
+        Rows whose ``sha1`` is null are hashed from their file on the fly.
+        """
+        sha1 = df["sha1"].astype("string")
+        if sha1.isna().any():
+            from cxrad.preprocess.cache import file_sha1
+
+            filled = [
+                s if not pd.isna(s) else _try_sha1(file_sha1, p)
+                for s, p in zip(sha1, df["path"], strict=True)
+            ]
+            sha1 = pd.Series(filled, index=df.index, dtype="string")
+        lookup = pd.Series(self.index["row"].to_numpy(), index=self.index["sha1"].to_numpy())
+        rows = sha1.map(lookup)
+        return rows.fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _try_sha1(fn, path: object) -> str | None:  # type: ignore[no-untyped-def]
+    try:
+        return fn(str(path))
+    except OSError:
+        return None
+
+
+def read_meta(directory: Path) -> dict | None:
+    """The committed pack's ``meta.json``, or None when there is no complete pack."""
+    path = directory / META
+    if not path.is_file() or (directory / JOURNAL).exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def open_cache(work: str | Path, config: PreprocessConfig | None = None) -> Cache:
+    """Open the cache of ``work`` made with ``config`` (default ``PreprocessConfig()``).
+
+    Raises:
+        CacheError: no complete cache for this config, or its files disagree; says to run
+            ``cxrad preprocess WORK`` with the matching options.
+
+    Example:
+        >>> cache = open_cache("work", PreprocessConfig(size=256))  # doctest: +SKIP
+        >>> x = cache.images[cache.rows_for(df)[0]]  # (256, 256) uint8
+    """
+    config = config or PreprocessConfig()
+    directory = cache_dir(work, config)
+    hint = f"run `cxrad preprocess {work} --size {config.size} --mode {config.mode}`"
+    meta = read_meta(directory)
+    if meta is None:
+        raise CacheError(f"no complete preprocessing cache at {directory}; {hint}")
+    n, s = int(meta["n"]), int(meta["size"])
+    images_path = directory / IMAGES
+    expected = n * s * s
+    if not images_path.is_file() or images_path.stat().st_size != expected:
+        raise CacheError(f"{images_path} is missing or not {expected} bytes; {hint}")
+    images = (
+        np.memmap(images_path, np.uint8, "r", shape=(n, s, s))
+        if n
+        else np.zeros((0, s, s), np.uint8)
+    )
+    index = pd.read_parquet(directory / INDEX)
+    failures = pd.read_parquet(directory / FAILURES)
+    if len(index) != n:
+        raise CacheError(f"{directory / INDEX} has {len(index)} rows, expected {n}; {hint}")
+    return Cache(images=images, index=index, failures=failures, config=config, path=directory)
+
+
+def pack_id(ok_sha1s: Sequence[str], failures: pd.DataFrame, config: PreprocessConfig) -> str:
+    """Fingerprint of a pack's contents: which images, which failures, which config."""
+    h = hashlib.sha1(config.key.encode())
+    h.update("\n".join(ok_sha1s).encode())
+    for row in failures.astype("string").fillna("<NA>").itertuples(index=False):
+        h.update(("\x1f".join(row) + "\x1e").encode())
+    return h.hexdigest()[:16]
+
+
+def write_pack(
+    directory: Path,
+    config: PreprocessConfig,
+    ok_sha1s: Sequence[str],
+    sources: Mapping[str, tuple[np.ndarray, int]],
+    failures: pd.DataFrame,
+    consumed_shards: Sequence[str],
+) -> None:
+    """Write the pack to ``.tmp`` files, journal the renames, then commit them.
+
+    Args:
+        ok_sha1s: sorted sha1s, one per output row.
+        sources: ``sha1 -> (array, row)`` where each image's pixels currently are (the old pack or
+            a shard); read one image at a time, so memory stays flat.
+        failures: the failures table, already sorted.
+        consumed_shards: shard names to delete once the commit is done.
+    """
+    s = config.size
+    with open(directory / (IMAGES + ".tmp"), "wb") as f:
+        for sha in ok_sha1s:
+            arr, row = sources[sha]
+            f.write(np.ascontiguousarray(arr[row]).tobytes())
+    index = pd.DataFrame(
+        {"sha1": pd.array(list(ok_sha1s), dtype="string"), "row": np.arange(len(ok_sha1s))}
+    )
+    index.to_parquet(directory / (INDEX + ".tmp"), index=False)
+    failures.astype(FAILURE_COLUMNS).to_parquet(directory / (FAILURES + ".tmp"), index=False)
+    meta = {
+        "config": config.to_dict(),
+        "key": config.key,
+        "version": PREPROCESS_VERSION,
+        "n": len(ok_sha1s),
+        "size": s,
+        "shape": [len(ok_sha1s), s, s],
+        "dtype": "uint8",
+        "n_failures": len(failures),
+        "pack_id": pack_id(ok_sha1s, failures, config),
+    }
+    atomic_write_bytes(directory / (META + ".tmp"), canonical_json(meta))
+    _checkpoint("pack-written")
+    journal = {
+        "replace": [[n + ".tmp", n] for n in (IMAGES, INDEX, FAILURES, META)],
+        "delete_shards": sorted(consumed_shards),
+    }
+    atomic_write_bytes(directory / JOURNAL, canonical_json(journal))
+    _checkpoint("journal")
+    apply_journal(directory, journal)
