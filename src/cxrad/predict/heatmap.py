@@ -1,0 +1,134 @@
+"""Stage 9, predict: Grad-CAM maps for the positive findings, saved as PNG overlays and .npy.
+
+Grad-CAM (Selvaraju et al. 2017) weighs each channel of a convolutional layer by the spatial
+mean of the class logit's gradient, sums, and keeps the positive part. This is the same
+computation as :class:`monai.visualize.GradCAM` (a test checks that they agree), but one
+forward pass serves every positive class of every image in a batch: each backward pass takes
+one (image, class) pair per image, and images do not interact in eval mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cxrad.errors import PredictError
+from cxrad.models import Classifier
+
+logger = logging.getLogger(__name__)
+
+OVERLAY_ALPHA = 0.5
+"""Weight of the colour map over the grey image where the map peaks (fading to 0 where it is 0)."""
+
+
+def cam_layer_name(model: Classifier) -> str:
+    """The module Grad-CAM hooks: ``"net." + spec.cam_layer``, as named inside the Classifier.
+
+    Raises:
+        PredictError: the model does not name a Grad-CAM layer, or names one it lacks.
+    """
+    layer = model.spec.cam_layer
+    if not layer:
+        raise PredictError(
+            f"model {model.spec.name!r} names no Grad-CAM layer (ModelSpec.cam_layer); "
+            "run predict without --heatmaps"
+        )
+    name = f"net.{layer}"
+    try:
+        model.get_submodule(name)
+    except AttributeError as e:
+        raise PredictError(f"model {model.spec.name!r} has no layer {name!r} for Grad-CAM") from e
+    return name
+
+
+def grad_cam(
+    model: Classifier,
+    x: torch.Tensor,
+    targets: Sequence[Sequence[int]],
+    layer: str | None = None,
+) -> list[dict[int, np.ndarray]]:
+    """Grad-CAM maps at the input's size for chosen classes of each image.
+
+    Args:
+        model: the classifier, in eval mode.
+        x: images ``(B, 1, S, S)`` in [0, 1].
+        targets: for each image, the class indices to explain (may be empty).
+        layer: module name inside ``model``; default ``"net." + spec.cam_layer``.
+
+    Returns:
+        For each image, ``{class index: (S, S) float32 map}``: non-negative, not normalised
+        (the raw Grad-CAM values, upsampled bilinearly), so maps of one model compare.
+    """
+    if len(targets) != x.shape[0]:
+        raise ValueError(f"{len(targets)} target lists for a batch of {x.shape[0]}")
+    out: list[dict[int, np.ndarray]] = [{} for _ in targets]
+    rounds = max((len(t) for t in targets), default=0)
+    if rounds == 0:
+        return out
+    module = model.get_submodule(layer or cam_layer_name(model))
+    captured: list[torch.Tensor] = []
+
+    def hook(_m: torch.nn.Module, _i: object, output: torch.Tensor) -> torch.Tensor:
+        captured.append(output)
+        # Hand a copy downstream so an in-place op after the layer (ReLU(inplace=True)) cannot
+        # overwrite the activations whose gradient we ask for.
+        return output.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(x.detach())
+            (acts,) = captured
+            for r in range(rounds):
+                pairs = [(i, int(t[r])) for i, t in enumerate(targets) if len(t) > r]
+                rows = torch.tensor([i for i, _ in pairs])
+                cols = torch.tensor([c for _, c in pairs])
+                score = logits[rows, cols].sum()
+                (grads,) = torch.autograd.grad(score, acts, retain_graph=r < rounds - 1)
+                weights = grads.mean(dim=(2, 3), keepdim=True)
+                cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
+                cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                maps = cam[:, 0].detach().cpu().numpy().astype(np.float32)
+                for i, c in pairs:
+                    out[i][c] = maps[i]
+    finally:
+        handle.remove()
+    return out
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """Blend a Grad-CAM map (scaled to its own maximum) over a grey image as RGB ``uint8``.
+
+    Where the map is 0 the pixel stays the grey image's.
+
+    Args:
+        image: ``(S, S)`` grey ``uint8``, the image the model saw.
+        cam: ``(S, S)`` non-negative map.
+        cmap: a matplotlib colour map name.
+    """
+    import matplotlib
+
+    peak = float(cam.max())
+    norm = cam / peak if peak > 0 else np.zeros_like(cam)
+    colour = matplotlib.colormaps[cmap](norm)[..., :3]
+    grey = np.repeat((image.astype(np.float32) / 255.0)[..., None], 3, axis=-1)
+    # Colour fades out where the map is cold, so the radiograph stays readable there.
+    weight = (OVERLAY_ALPHA * np.sqrt(norm))[..., None]
+    blend = (1 - weight) * grey + weight * colour
+    return np.clip(blend * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def save_heatmap(stem: Path, cls: str, image: np.ndarray, cam: np.ndarray) -> Path:
+    """Write ``<stem>__<CLASS>.png`` (overlay) and ``.npy`` (raw map); return the PNG path."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    base = stem.parent / f"{stem.name}__{cls}"
+    png = base.with_name(base.name + ".png")
+    np.save(base.with_name(base.name + ".npy"), cam.astype(np.float32))
+    Image.fromarray(overlay(image, cam)).save(png)
+    return png

@@ -1,0 +1,129 @@
+"""Stage 9, predict: turn the user's files, folders and globs into a list of images to read.
+
+Folders are walked recursively but only files with a known image extension are taken, so a
+folder with notes or CSVs beside the X-rays works. A file named explicitly is always tried,
+whatever its extension: extension-less DICOM exports are common. Every argument must match
+something: a typo in one path fails fast, before a long run, with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrad.errors import PredictError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
+)
+"""Extensions picked up when walking a folder (case-insensitive)."""
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One image to predict on.
+
+    Attributes:
+        path: the file as found (absolute).
+        rel: the name to mirror under a heatmaps folder: the path below the folder argument it
+            was found in, or just the file name for a file or glob argument.
+    """
+
+    path: Path
+    rel: Path
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    # os.walk with sorted names: deterministic order and no recursion limit on deep trees.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def find_inputs(sources: Iterable[str | os.PathLike[str]]) -> list[InputFile]:
+    """Expand files, folders (recursive) and glob patterns into the images to read.
+
+    Duplicates (the same file reached twice) are kept once, in first-seen order.
+
+    Args:
+        sources: paths as the user typed them.
+
+    Raises:
+        PredictError: no sources, or a source that matches no image (missing path, empty
+            folder, glob without matches).
+
+    Example:
+        >>> [f.path.name for f in find_inputs(["scans/"])]  # doctest: +SKIP
+        ['a.png', 'b.dcm']
+    """
+    sources = [str(s) for s in sources]
+    if not sources:
+        raise PredictError("no inputs given; pass image files, folders or glob patterns")
+    seen: set[Path] = set()
+    found: list[InputFile] = []
+
+    def add(path: Path, rel: Path) -> None:
+        path = path.absolute()
+        if path not in seen:
+            seen.add(path)
+            found.append(InputFile(path, rel))
+
+    for src in sources:
+        before = len(found)
+        matched = 0
+        p = Path(src).expanduser()
+        if p.is_dir():
+            for f in _walk(p):
+                add(f, f.relative_to(p))
+                matched += 1
+            if not matched:
+                raise PredictError(
+                    f"folder {src} holds no images; expected files ending in "
+                    f"{', '.join(sorted(IMAGE_EXTENSIONS))} (searched recursively)"
+                )
+        elif p.is_file():
+            add(p, Path(p.name))
+            matched = 1
+        elif _GLOB_CHARS & set(src):
+            for m in sorted(glob.glob(os.path.expanduser(src), recursive=True)):
+                mp = Path(m)
+                if mp.is_file():
+                    add(mp, Path(mp.name))
+                    matched += 1
+            if not matched:
+                raise PredictError(f"pattern {src!r} matches no files; check the pattern")
+        else:
+            raise PredictError(f"{src} does not exist; pass an image file, a folder or a glob")
+        logger.debug("%s: %d image(s)", src, len(found) - before)
+    return found
+
+
+def check_output_dir(
+    out: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Refuse an output folder inside an input folder.
+
+    Raw data is read-only, and overlays written among the inputs would be read back as
+    X-rays by the next run over that folder.
+
+    Raises:
+        PredictError: ``out`` is, or lies inside, one of the folder ``sources``.
+    """
+    target = Path(out).expanduser().resolve()
+    for src in sources:
+        p = Path(src).expanduser()
+        if p.is_dir() and target.is_relative_to(p.resolve()):
+            raise PredictError(
+                f"--heatmaps {out} is inside the input folder {src}; write heatmaps to a folder "
+                "outside the inputs (they are never written to)"
+            )

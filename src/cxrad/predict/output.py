@@ -1,0 +1,102 @@
+"""Stage 9, predict: write prediction records as a JSON array, JSON lines or CSV, as they come.
+
+Records are written one at a time so output streams with the batches: the JSON array is
+opened before the first record and closed after the last, one record per line. CSV flattens
+``findings`` into one column per class.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from cxrad.errors import PredictError
+from cxrad.options import suggest
+
+FORMATS = ("json", "jsonl", "csv")
+
+
+@dataclass
+class Tally:
+    """What a prediction run produced, for the summary and the exit code."""
+
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    with_positive: int = 0
+    heatmaps: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.total += 1
+        if rec["status"] == "ok":
+            self.ok += 1
+            self.with_positive += bool(rec["positive"])
+            self.heatmaps += len(rec.get("heatmaps") or {})
+        else:
+            self.failed += 1
+            self.failures.append((rec["path"], rec["status"]))
+
+
+def csv_row(rec: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+    """Flatten a record: one column per class, lists joined with ``;``."""
+    row: dict[str, Any] = {
+        "path": rec["path"],
+        "status": rec["status"],
+        "abnormal_score": "" if rec["abnormal_score"] is None else rec["abnormal_score"],
+        "positive": ";".join(rec["positive"]),
+        "model": rec.get("model", ""),
+    }
+    for c in classes:
+        row[c] = rec["findings"].get(c, "")
+    if "heatmaps" in rec:
+        row["heatmaps"] = ";".join(rec["heatmaps"].values())
+    return row
+
+
+def write_records(
+    records: Iterable[dict[str, Any]],
+    stream: TextIO,
+    fmt: str = "json",
+    classes: Sequence[str] = (),
+    heatmaps: bool = False,
+) -> Tally:
+    """Write records to ``stream`` as they arrive; return the tally.
+
+    Args:
+        records: prediction records (see :meth:`Predictor.predict_many`).
+        stream: where to write (stdout for the CLI).
+        fmt: ``"json"`` (one array), ``"jsonl"`` (one object per line) or ``"csv"``.
+        classes: the model's classes, for the CSV columns.
+        heatmaps: add a ``heatmaps`` CSV column.
+    """
+    if fmt not in FORMATS:
+        raise PredictError(
+            f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}.{suggest(fmt, FORMATS)}"
+        )
+    tally = Tally()
+    if fmt == "csv":
+        cols = ["path", "status", "abnormal_score", "positive", "model", *classes]
+        writer = csv.DictWriter(stream, fieldnames=cols + (["heatmaps"] if heatmaps else []))
+        writer.writeheader()
+        for rec in records:
+            tally.add(rec)
+            writer.writerow(csv_row(rec, classes))
+            stream.flush()
+        return tally
+    if fmt == "json":
+        stream.write("[")
+    for rec in records:
+        if fmt == "json":
+            stream.write(",\n" if tally.total else "\n")
+        tally.add(rec)
+        stream.write(json.dumps(rec))
+        if fmt == "jsonl":
+            stream.write("\n")
+        stream.flush()
+    if fmt == "json":
+        stream.write("\n]\n")
+    return tally

@@ -1,0 +1,349 @@
+"""Stage 9, predict: :class:`Predictor`, any chest X-ray in, findings (and heatmaps) out.
+
+Images go through the same ``cxrad.preprocess.prepare`` as the training cache, so a model
+sees at prediction exactly what it saw in training. Files stream through in batches: memory
+stays constant however many there are, and a file that cannot be read becomes a record with
+``status = "error: <reason>"`` instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cxrad.errors import CxradError, PredictError
+from cxrad.labels import NORMAL, abnormal_score
+from cxrad.models import Classifier, load_run, probabilities, resolve_run
+from cxrad.options import suggest
+from cxrad.predict.backends import OnnxBackend, TorchBackend
+from cxrad.predict.heatmap import cam_layer_name, grad_cam, save_heatmap
+from cxrad.predict.inputs import InputFile, check_output_dir, find_inputs
+from cxrad.preprocess import PreprocessConfig, prepare
+from cxrad.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+THRESHOLD_MODES = ("val", "fixed")
+Item = str | os.PathLike[str] | np.ndarray | Image.Image
+
+
+def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise PredictError(
+            f"unknown {name} {value!r}; expected one of {', '.join(choices)}.{suggest(value, choices)}"
+        )
+
+
+class Predictor:
+    """Findings, an abnormality score and Grad-CAM heatmaps for chest X-rays.
+
+    Args:
+        model: the trained classifier (also used for Grad-CAM with the ONNX backend).
+        config: the run's ``config.json``.
+        backend: ``"torch"`` (eager) or ``"onnx"`` (ONNX Runtime, needs ``onnx_path``).
+        device: torch device for the torch backend and Grad-CAM.
+        batch_size: images per forward pass in :meth:`predict_many`.
+        onnx_path: the exported model for the ONNX backend.
+        threshold_mode: ``"val"`` uses the per-class thresholds picked on validation (0.5 for a
+            class without one); ``"fixed"`` uses ``threshold`` for every class.
+        threshold: the cut-off in ``"fixed"`` mode.
+        workers: threads decoding files while the model runs.
+
+    Example:
+        >>> p = Predictor.from_run("default")  # doctest: +SKIP
+        >>> p.predict("chest.png")["positive"]  # doctest: +SKIP
+        ['EFFUSION']
+    """
+
+    def __init__(
+        self,
+        model: Classifier,
+        config: dict[str, Any],
+        backend: str = "torch",
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+        onnx_path: str | Path | None = None,
+        threshold_mode: str = "val",
+        threshold: float = 0.5,
+        workers: int = 2,
+    ) -> None:
+        _check("backend", backend, BACKENDS)
+        _check("threshold mode", threshold_mode, THRESHOLD_MODES)
+        if batch_size < 1:
+            raise PredictError(f"batch size must be at least 1, got {batch_size}")
+        self.model = model.to(device).eval()
+        self.config = config
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.workers = max(1, int(workers))
+        self.classes: list[str] = list(config["classes"])
+        self.name: str = str(config.get("name") or config["model"]["name"])
+        pre = config.get("preprocess") or {}
+        self.preprocess = PreprocessConfig(
+            size=int(pre.get("size") or config["input"]["input_size"]),
+            mode=str(pre.get("mode", "letterbox")),
+        )
+        self.thresholds = self._thresholds(threshold_mode, float(threshold))
+        if backend == "onnx":
+            if onnx_path is None:
+                raise PredictError("the onnx backend needs an exported model; run `cxrad export`")
+            self.engine: TorchBackend | OnnxBackend = OnnxBackend(onnx_path)
+        else:
+            self.engine = TorchBackend(self.model, self.device)
+        self.backend = backend
+
+    @classmethod
+    def from_run(
+        cls,
+        run: str | Path = "default",
+        backend: str = "torch",
+        device: str = "cpu",
+        batch_size: int = 16,
+        **kwargs: Any,
+    ) -> Predictor:
+        """Load a run folder (or ``"default"``, the shipped model) for prediction.
+
+        With ``backend="onnx"`` the run's ``model.onnx`` is used when it matches the weights;
+        otherwise the model is exported first (into the run, or a cache folder when the run
+        is read-only; see :func:`cxrad.predict.export.ensure_onnx`).
+        """
+        _check("backend", backend, BACKENDS)
+        path = resolve_run(run)
+        model, config = load_run(path, device=device)
+        onnx_path = None
+        if backend == "onnx":
+            from cxrad.predict.export import ensure_onnx
+
+            onnx_path = ensure_onnx(path)
+        return cls(model, config, backend, device, batch_size, onnx_path=onnx_path, **kwargs)
+
+    def _thresholds(self, mode: str, fixed: float) -> np.ndarray:
+        if mode == "fixed":
+            return np.full(len(self.classes), fixed, dtype=np.float64)
+        picked = self.config.get("thresholds") or {}
+        missing = [c for c in self.classes if c not in picked]
+        if missing:
+            logger.warning("run has no validation threshold for %s; using 0.5", ", ".join(missing))
+        return np.array([float(picked.get(c, 0.5)) for c in self.classes])
+
+    # -- preparing -------------------------------------------------------------------------
+
+    def prepare(self, item: Item) -> np.ndarray:
+        """The ``(S, S)`` uint8 image the model sees, from a path, an array or a PIL image.
+
+        Arrays may be 2-D grey of any dtype or ``H×W×3``/``H×W×4`` colour. ``uint8`` and float
+        arrays in [0, 1] keep their values; other integer or float ranges (raw 12/16-bit
+        detector values, say) are scaled from their own minimum and maximum.
+
+        Raises:
+            DecodeError: the file cannot be read as an image.
+            PredictError: an array or object of a kind that is not an image.
+        """
+        if isinstance(item, np.ndarray):
+            return prepare(_array_to_unit(item), self.preprocess)
+        if isinstance(item, (Image.Image, str, os.PathLike)):
+            return prepare(item, self.preprocess)
+        raise PredictError(
+            f"cannot predict on a {type(item).__name__}; pass a path, an array or a PIL image"
+        )
+
+    # -- predicting ------------------------------------------------------------------------
+
+    def _records(
+        self, paths: list[str], images: list[np.ndarray]
+    ) -> tuple[list[dict[str, Any]], np.ndarray]:
+        x = np.stack(images)[:, None].astype(np.float32) / 255.0
+        logits = self.engine(x)
+        probs = probabilities(torch.from_numpy(logits), self.config).numpy().astype(np.float64)
+        scores = abnormal_score(probs, self.classes)
+        recs = []
+        for path, p, s in zip(paths, probs, scores, strict=True):
+            recs.append(
+                {
+                    "path": path,
+                    "status": "ok",
+                    "findings": {c: float(v) for c, v in zip(self.classes, p, strict=True)},
+                    "positive": [
+                        c
+                        for c, v, t in zip(self.classes, p, self.thresholds, strict=True)
+                        if v >= t
+                    ],
+                    "abnormal_score": float(s),
+                    "model": self.name,
+                }
+            )
+        return recs, x
+
+    def _error(self, path: str, reason: str) -> dict[str, Any]:
+        return {
+            "path": path,
+            "status": f"error: {reason}",
+            "findings": {},
+            "positive": [],
+            "abnormal_score": None,
+            "model": self.name,
+        }
+
+    def explain(self, item: Item, classes: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Grad-CAM maps ``(S, S)`` for ``classes`` (default: the positive findings).
+
+        The maps are at the model's input geometry: the prepared image :meth:`prepare` returns.
+        """
+        image = self.prepare(item)
+        x = torch.from_numpy(image[None, None].astype(np.float32) / 255.0).to(self.device)
+        if classes is None:
+            (rec,), _ = self._records(["<array>"], [image])
+            classes = rec["positive"]
+        idx = [self._class_index(c) for c in classes if c != NORMAL]
+        (maps,) = grad_cam(self.model, x, [idx])
+        return {self.classes[i]: m for i, m in maps.items()}
+
+    def _class_index(self, cls: str) -> int:
+        if cls not in self.classes:
+            raise PredictError(
+                f"class {cls!r} is not an output of this model; it has {', '.join(self.classes)}"
+                f".{suggest(cls, self.classes)}"
+            )
+        return self.classes.index(cls)
+
+    def predict(self, item: Item, heatmaps_dir: str | Path | None = None) -> dict[str, Any]:
+        """One record for one image: a path, a 2-D/colour array or a PIL image.
+
+        Unlike :meth:`predict_many`, an unreadable file raises (``DecodeError``).
+        """
+        image = self.prepare(item)
+        path = str(item) if isinstance(item, (str, os.PathLike)) else "<array>"
+        (rec,), x = self._records([path], [image])
+        if heatmaps_dir is not None:
+            stem = Path(item).stem if isinstance(item, (str, os.PathLike)) else "array"
+            self._heatmaps([rec], x, [image], [Path(heatmaps_dir) / stem])
+        return rec
+
+    def _heatmaps(
+        self, recs: list[dict[str, Any]], x: np.ndarray, images: list[np.ndarray], stems: list[Path]
+    ) -> None:
+        for r in recs:
+            r["heatmaps"] = {}
+        targets = [[self.classes.index(c) for c in r["positive"] if c != NORMAL] for r in recs]
+        todo = [i for i, t in enumerate(targets) if t]
+        if not todo:
+            return
+        xt = torch.from_numpy(x[todo]).to(self.device)
+        maps = grad_cam(self.model, xt, [targets[i] for i in todo], cam_layer_name(self.model))
+        for i, m in zip(todo, maps, strict=True):
+            for c, cam in m.items():
+                png = save_heatmap(stems[i], self.classes[c], images[i], cam)
+                recs[i]["heatmaps"][self.classes[c]] = str(png)
+
+    def _load(self, f: InputFile) -> np.ndarray | str:
+        try:
+            return self.prepare(f.path)
+        except CxradError as e:
+            return str(e)
+        except Exception as e:  # a 100,000-file run must survive any one bad file
+            logger.debug("unexpected failure reading %s", f.path, exc_info=True)
+            return f"{type(e).__name__}: {e}"
+
+    def predict_many(
+        self,
+        sources: Iterable[str | os.PathLike[str] | InputFile],
+        heatmaps_dir: str | Path | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Stream one record per image, in input order, a batch at a time.
+
+        Args:
+            sources: files, folders (searched recursively) and glob patterns, as for
+                :func:`~cxrad.predict.inputs.find_inputs`; or already expanded ``InputFile``s.
+            heatmaps_dir: when given, Grad-CAM overlays (``.png``) and raw maps (``.npy``) for
+                each positive finding (NORMAL excepted) are written here as
+                ``<relative path>/<stem>__<CLASS>.png``, and their paths go in each record's
+                ``heatmaps``. Input folders are never written to.
+            progress: called as ``progress(done, total)`` after each batch.
+
+        Raises:
+            PredictError: a source matches no image (before anything is read).
+        """
+        sources = list(sources)
+        hdir = Path(heatmaps_dir) if heatmaps_dir is not None else None
+        if sources and all(isinstance(s, InputFile) for s in sources):
+            files: list[InputFile] = sources  # type: ignore[assignment]
+        else:
+            raw = [s.path if isinstance(s, InputFile) else s for s in sources]
+            if hdir is not None:
+                check_output_dir(hdir, raw)
+            files = find_inputs(raw)
+        total = len(files)
+        used: set[Path] = set()
+        done = 0
+        if progress:
+            progress(0, total)
+        with ThreadPoolExecutor(self.workers) as pool:
+            for start in range(0, total, self.batch_size):
+                batch = files[start : start + self.batch_size]
+                loaded = list(pool.map(self._load, batch))
+                ok = [i for i, v in enumerate(loaded) if isinstance(v, np.ndarray)]
+                out: list[dict[str, Any]] = [
+                    self._error(str(f.path), v) if isinstance(v, str) else {}
+                    for f, v in zip(batch, loaded, strict=True)
+                ]
+                if ok:
+                    images = [loaded[i] for i in ok]
+                    recs, x = self._records([str(batch[i].path) for i in ok], images)  # type: ignore[arg-type]
+                    if hdir is not None:
+                        stems = [_unique_stem(hdir, batch[i], used) for i in ok]
+                        self._heatmaps(recs, x, images, stems)  # type: ignore[arg-type]
+                    for i, r in zip(ok, recs, strict=True):
+                        out[i] = r
+                for r in out:
+                    if r["status"] != "ok":
+                        logger.debug("%s: %s", r["path"], r["status"])
+                        if hdir is not None:
+                            r["heatmaps"] = {}
+                    yield r
+                done += len(batch)
+                if progress:
+                    progress(done, total)
+
+
+def _unique_stem(root: Path, f: InputFile, used: set[Path]) -> Path:
+    """``root/<rel without suffix>``; a second image with the same stem gets a path hash."""
+    stem = root / f.rel.parent / f.rel.stem
+    if stem in used:
+        tag = hashlib.sha1(str(f.path).encode()).hexdigest()[:8]
+        stem = stem.with_name(f"{stem.name}-{tag}")
+    used.add(stem)
+    return stem
+
+
+def _array_to_unit(a: np.ndarray) -> np.ndarray:
+    """An array ``prepare`` takes: ``uint8`` (grey or RGB(A)), or 2-D float in [0, 1]."""
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        if a.dtype == np.uint8:
+            return a
+        a = a[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    if a.ndim != 2 or a.size == 0:
+        raise PredictError(
+            f"expected a 2-D grey or H×W×3/4 colour image array, got shape {a.shape}"
+        )
+    if a.dtype == np.uint8:
+        return a
+    f = np.nan_to_num(a.astype(np.float64))
+    lo, hi = float(f.min()), float(f.max())
+    if a.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        return f.astype(np.float32)
+    if a.dtype == np.bool_:
+        return f.astype(np.float32)
+    return ((f - lo) / (hi - lo) if hi > lo else np.zeros_like(f)).astype(np.float32)
