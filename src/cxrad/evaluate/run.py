@@ -1,0 +1,290 @@
+"""Stage 8, evaluate: run a trained model over a split's cached images and write the report.
+
+``evaluate_run`` is the one entry point the CLI calls: it loads the run, reads the work
+folder's manifest and cache, runs the model in batches, computes every metric, and writes
+``metrics.json``, ``report.html`` and the PNG plots into one folder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+import cxrad
+from cxrad.errors import CacheError, EvaluateError
+from cxrad.evaluate.calibration import calibration_table, fit_temperature
+from cxrad.evaluate.evaluator import evaluate_predictions
+from cxrad.evaluate.metrics import MIN_COUNT
+from cxrad.evaluate.report import write_outputs
+from cxrad.labels import SPLITS
+from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
+from cxrad.models import Classifier, load_run, probabilities, resolve_run
+from cxrad.models.run import CONFIG
+from cxrad.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+
+def select_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The ``ok`` rows of one split (``"all"``: every ``ok`` row, e.g. an external test set).
+
+    Raises:
+        EvaluateError: the manifest has no split column or the split is empty.
+    """
+    ok = df[df["status"] == STATUS_OK]
+    if split == "all":
+        rows = ok
+    elif "split" not in df.columns:
+        raise EvaluateError(
+            f"the manifest has no 'split' column, so split {split!r} does not exist; run "
+            "`cxrad split WORK` first, or pass `--split all` to evaluate every usable image "
+            "(e.g. an external test set)"
+        )
+    else:
+        rows = ok[ok["split"] == split]
+    if rows.empty:
+        have = sorted(ok["split"].dropna().unique()) if "split" in ok.columns else []
+        raise EvaluateError(
+            f"no usable ('ok') images in split {split!r}; splits present: {have or 'none'}; "
+            f"choose one of {[*SPLITS, 'all']}"
+        )
+    return rows.reset_index(drop=True)
+
+
+def open_dataset(work: str | Path, rows: pd.DataFrame, config: dict[str, Any]) -> Any:
+    """A :class:`cxrad.data.CachedDataset` over ``rows`` from the cache the run was trained on.
+
+    Raises:
+        EvaluateError: no cache for the run's preprocessing; says which command builds it.
+    """
+    from cxrad.data import CachedDataset
+    from cxrad.preprocess import PreprocessConfig, open_cache
+
+    pre = config.get("preprocess") or {}
+    size = int(pre.get("size") or config["input"]["input_size"])
+    mode = str(pre.get("mode") or "letterbox")
+    try:
+        cache = open_cache(work, PreprocessConfig(size=size, mode=mode))
+    except (CacheError, FileNotFoundError) as e:
+        raise EvaluateError(
+            f"{work} has no preprocessed cache for size {size}, mode {mode} (what this model "
+            f"expects); run `cxrad preprocess {work} --size {size} --mode {mode}` first ({e})"
+        ) from e
+    return CachedDataset(rows, cache, config["classes"])
+
+
+PROBE_MAX = 1000
+"""The source probe uses features of at most this many images (a seeded random subset)."""
+
+
+@torch.inference_mode()
+def infer(
+    model: Classifier,
+    dataset: Any,
+    batch_size: int = 64,
+    features: bool = False,
+    rows: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Logits ``(N, C)``, or features ``(N, F)`` if ``features``, for ``rows`` of the dataset (all by default)."""
+    device = next(model.parameters()).device
+    idx = np.arange(len(dataset)) if rows is None else np.asarray(rows)
+    n = len(idx)
+    out = []
+    fn = model.forward_features if features else model
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=idx.tolist(), num_workers=0)
+    done = 0
+    for x, _ in loader:
+        out.append(fn(x.to(device)).float().cpu().numpy())
+        done += len(x)
+        if progress is not None:
+            progress(done, n)
+    if out:
+        return np.concatenate(out)
+    return np.zeros((0, len(dataset.classes)), dtype=np.float32)
+
+
+def probe_rows(n: int, seed: int, limit: int = PROBE_MAX) -> np.ndarray:
+    """Which rows feed the source probe: all, or a sorted seeded subset of ``limit``."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def _probs(logits: np.ndarray, config: dict[str, Any]) -> np.ndarray:
+    return probabilities(torch.from_numpy(logits), config).numpy().astype(np.float64)
+
+
+def _save_temperature(run_dir: Path, temperature: float) -> None:
+    """Write ``temperature`` into the run's config.json atomically."""
+    path = run_dir / CONFIG
+    cfg = json.loads(path.read_text())
+    cfg["temperature"] = temperature
+    tmp = path.with_name(f".{CONFIG}.tmp")
+    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _temperature(
+    model: Classifier,
+    run: str | Path,
+    run_dir: Path,
+    work: str | Path,
+    df: pd.DataFrame,
+    config: dict[str, Any],
+    logits: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Fit T on validation, save it, and report ECE/Brier on the evaluated rows before and after."""
+    if str(run) == "default":
+        raise EvaluateError(
+            "--fit-temperature would modify the shipped default model; copy "
+            f"{run_dir} to a folder of your own and evaluate that instead"
+        )
+    previous = config.get("temperature")
+    val = select_rows(df, "val")
+    val_ds = open_dataset(work, val, config)
+    val_logits = infer(model, val_ds, batch_size)
+    t = fit_temperature(val_logits, val_ds.labels, config.get("activation", "sigmoid"))
+    before = calibration_table(y, _probs(logits, config), config["classes"])
+    after_cfg = {**config, "temperature": t}
+    after = calibration_table(y, _probs(logits, after_cfg), config["classes"])
+    _save_temperature(run_dir, t)
+    config["temperature"] = t
+    return {
+        "fitted": t,
+        "previous": previous,
+        "n_val": len(val_ds),
+        "mean_ece_before": before["mean_ece"],
+        "mean_ece_after": after["mean_ece"],
+        "mean_brier_before": before["mean_brier"],
+        "mean_brier_after": after["mean_brier"],
+        "saved_to": str(run_dir / CONFIG),
+    }
+
+
+def evaluate_run(
+    run: str | Path,
+    work: str | Path,
+    split: str = "test",
+    out: str | Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    fit_temperature: bool = False,
+    min_count: int = MIN_COUNT,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run on one split of a work folder and write the report.
+
+    Args:
+        run: run folder, or ``"default"`` for the shipped model.
+        work: work folder with ``manifest.parquet`` and the preprocessed cache.
+        split: ``"test"``, ``"val"``, ``"train"`` or ``"all"`` (every ``ok`` row).
+        out: output folder; default ``RUN/eval``.
+        n_boot: bootstrap resamples for the 95% CIs.
+        seed: seeds the bootstrap and the source probe.
+        batch_size: images per forward pass.
+        progress: ``progress(done, total)`` while the model runs.
+        fit_temperature: fit a temperature on the val split and save it in ``config.json``.
+        min_count: fewest positives / negatives for a class to be scored.
+        command: the command line to record in the header (default: an equivalent one).
+
+    Returns:
+        The metrics (as written to ``metrics.json``) plus ``"paths"`` of the written files.
+
+    Example:
+        >>> m = evaluate_run("runs/seed", "work", n_boot=1000)
+        >>> m["classification"]["macro"]["auroc"]
+    """
+    run_dir = resolve_run(run)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, config = load_run(run_dir, device=device)
+    classes = list(config["classes"])
+    df = read_manifest(work)
+    rows = select_rows(df, split)
+    dataset = open_dataset(work, rows, config)
+    if len(dataset) == 0:
+        raise EvaluateError(f"none of the {len(rows)} images of split {split!r} are in the cache")
+    rows = dataset.df
+    n_sources = rows["source"].nunique(dropna=False)
+    logger.info("evaluating %s on %d %s images of %s", run_dir, len(rows), split, work)
+    logits = infer(model, dataset, batch_size, progress=progress)
+    feats, feat_rows = None, None
+    if n_sources > 1:
+        feat_rows = probe_rows(len(rows), seed)
+        feats = infer(model, dataset, batch_size, features=True, rows=feat_rows)
+    temperature = None
+    if fit_temperature:
+        temperature = _temperature(
+            model, run, run_dir, work, df, config, logits, dataset.labels, batch_size
+        )
+    probs = _probs(logits, config)
+    y_train = None
+    if "split" in df.columns:
+        tr = df[(df["status"] == STATUS_OK) & (df["split"] == "train")]
+        y_train = tr[classes].to_numpy(dtype=np.float64) if len(tr) else None
+    metrics = evaluate_predictions(
+        rows,
+        probs,
+        classes,
+        thresholds=config.get("thresholds"),
+        y_train=y_train,
+        features=feats,
+        feature_rows=feat_rows,
+        n_boot=n_boot,
+        seed=seed,
+        min_count=min_count,
+    )
+    if temperature is not None:
+        metrics["calibration"]["temperature"] = temperature
+    data_hash = manifest_hash(df)
+    equivalent = shlex.join(
+        ["cxrad", "evaluate", str(run), "--data", str(work), "--split", split]
+        + (["--out", str(out)] if out else [])
+        + ["--n-boot", str(n_boot), "--seed", str(seed)]
+        + (["--fit-temperature"] if fit_temperature else [])
+    )
+    metrics["header"] = {
+        "model": {
+            "name": config["model"]["name"],
+            "run": str(run),
+            "run_path": str(run_dir.resolve()),
+            "classes": classes,
+            "activation": config.get("activation", "sigmoid"),
+            "preprocess": config.get("preprocess"),
+            "temperature": config.get("temperature"),
+            "git_commit": config.get("git_commit"),
+            "trained": config.get("created"),
+        },
+        "data": {
+            "work": str(Path(work).resolve()),
+            "split": split,
+            "n_images": len(rows),
+            "n_not_in_cache": int(dataset.dropped),
+            "manifest_hash": data_hash,
+            "run_manifest_hash": config.get("manifest_hash"),
+            "same_manifest_as_training": config.get("manifest_hash") == data_hash,
+            "sources": {str(k): int(v) for k, v in rows["source"].value_counts().items()},
+        },
+        "command": command or equivalent,
+        "equivalent_command": equivalent,
+        "cxrad_version": cxrad.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+    }
+    out_dir = Path(out) if out else run_dir / "eval"
+    metrics["paths"] = write_outputs(metrics, rows, probs, out_dir)
+    return metrics

@@ -1,0 +1,171 @@
+"""Stage 8, evaluate: end to end on a tiny work folder, the report files and the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrad.errors import EvaluateError, ModelError
+from cxrad.evaluate import evaluate_run
+from cxrad.manifest import manifest_hash, read_manifest, write_manifest
+from cxrad.models import create_model, save_run
+from helpers import TINY_CLASSES, make_tiny_work
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny work folder with two sources, and an untrained run saved for it."""
+    tmp = tmp_path_factory.mktemp("eval")
+    work = make_tiny_work(tmp, n_per_class=12, size=32)
+    df = read_manifest(work)
+    df["source"] = pd.array(["tiny", "tiny-b"] * (len(df) // 2), dtype="string")
+    write_manifest(df, work)
+    classes = list(TINY_CLASSES)
+    model = create_model("cxr-fast", num_classes=len(classes))
+    config = {
+        "model": {"name": "cxr-fast", "kwargs": {}},
+        "classes": classes,
+        "preprocess": {"size": 32, "mode": "letterbox"},
+        "activation": "sigmoid",
+        "thresholds": dict.fromkeys(classes, 0.5),
+        "manifest_hash": manifest_hash(df),
+    }
+    run = save_run(tmp / "run", model, config)
+    return work, run
+
+
+def test_evaluate_run_writes_metrics_and_report(tiny) -> None:
+    work, run = tiny
+    m = evaluate_run(run, work, split="all", n_boot=200, seed=0, min_count=2)
+    out = run / "eval"
+    for name in ("metrics.json", "report.html", "roc.png", "pr.png", "reliability.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved) >= {
+        "header",
+        "classification",
+        "top1",
+        "per_source",
+        "shortcut",
+        "calibration",
+        "paths",
+    }
+    hdr = saved["header"]
+    assert hdr["data"]["n_images"] == 36 and hdr["data"]["split"] == "all"
+    assert hdr["data"]["same_manifest_as_training"] is True
+    assert hdr["model"]["classes"] == list(TINY_CLASSES)
+    per = {r["class"]: r for r in saved["classification"]["per_class"]}
+    # Every 4th image has one other tiny class unannotated: those rows are skipped, not negatives.
+    assert per["NORMAL"]["n"] + per["NORMAL"]["n_unlabelled"] == 36
+    assert per["EFFUSION"]["n_unlabelled"] > 0
+    assert per["EFFUSION"]["n"] == 36 - per["EFFUSION"]["n_unlabelled"]
+    assert per["PNEUMONIA"]["n_pos"] == 12
+    lo, hi = per["NORMAL"]["auroc_ci"]
+    assert 0 <= lo <= per["NORMAL"]["auroc"] <= hi <= 1
+    top1 = saved["top1"]
+    assert top1["n"] == 36 and top1["majority"]["from"] == "train split"
+    assert top1["majority"]["accuracy"] == pytest.approx(1 / 3)
+    assert np.sum(top1["confusion"]) == 36
+    assert {s["source"] for s in saved["per_source"]} == {"tiny", "tiny-b"}
+    assert sum(s["n"] for s in saved["per_source"]) == 36
+    probe = saved["shortcut"]["probe"]
+    assert probe["status"] == "ok" and probe["chance"] == pytest.approx(0.5)
+    assert isinstance(saved["shortcut"]["verdict"]["text"], str)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+    assert "Shortcut audit" in html and "majority" in html
+    assert m["paths"]["report"] == str(out / "report.html")
+
+
+def test_cli_fits_temperature_and_prints_headline(
+    tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cxrad.cli import main
+
+    work, run = tiny
+    out = tmp_path / "ev"
+    argv = ["cxrad", "evaluate", str(run), "--data", str(work), "--out", str(out)]
+    argv += ["--n-boot", "0", "--min-count", "2", "--fit-temperature"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code in (0, None)
+    err = capsys.readouterr().err
+    assert "macro AUROC" in err and "majority baseline" in err and "shortcut audit" in err
+    assert str(out / "report.html") in err.replace("\n", "")
+    m = json.loads((out / "metrics.json").read_text())
+    t = m["calibration"]["temperature"]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["temperature"] == pytest.approx(t["fitted"]) and t["fitted"] > 0
+    assert t["mean_ece_after"] is not None and m["header"]["data"]["split"] == "test"
+    assert m["header"]["command"].startswith("cxrad evaluate ")
+
+
+def test_evaluate_run_errors(tiny, tmp_path: Path) -> None:
+    work, run = tiny
+    with pytest.raises(EvaluateError, match="splits present"):
+        evaluate_run(run, work, split="nope", out=tmp_path / "x", n_boot=0)
+    with pytest.raises(ModelError, match="not a cxrad run"):
+        evaluate_run(tmp_path / "missing", work, out=tmp_path / "x", n_boot=0)
+    cfg = json.loads((run / "config.json").read_text())
+    other = save_run(
+        tmp_path / "run64",
+        create_model("cxr-fast", num_classes=3),
+        {**cfg, "preprocess": {"size": 64, "mode": "letterbox"}},
+    )
+    with pytest.raises(EvaluateError, match=r"cxrad preprocess .* --size 64"):
+        evaluate_run(other, work, out=tmp_path / "x", n_boot=0)
+
+
+def test_cli_exit_code_on_missing_run(
+    tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cxrad.cli import main
+
+    work, _ = tiny
+    argv = ["cxrad", "evaluate", str(tmp_path / "nope"), "--data", str(work)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "not a cxrad run" in err
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_shortcut_audit_on_real_sources(shared_data: Path, tmp_path: Path) -> None:
+    """NIH + TBX11K: even untrained features identify the source, and TB has no negatives."""
+    import torch
+
+    from cxrad.ingest import ingest
+    from cxrad.labels import CLASSES
+    from cxrad.preprocess import PreprocessConfig, preprocess_work
+
+    work = tmp_path / "work"
+    roots = [shared_data / "nih-chestxray14", shared_data / "tbx11k"]
+    df, _ = ingest(roots, hash_images=False, workers=1)
+    write_manifest(df, work)
+    preprocess_work(work, PreprocessConfig(size=64), workers=1)
+    torch.manual_seed(0)
+    classes = [c for c in CLASSES if c != "COVID_19"]
+    cfg = {
+        "model": {"name": "cxr-fast", "kwargs": {}},
+        "classes": classes,
+        "preprocess": {"size": 64, "mode": "letterbox"},
+    }
+    run = save_run(tmp_path / "run", create_model("cxr-fast", num_classes=len(classes)), cfg)
+    m = evaluate_run(run, work, split="all", n_boot=200)
+    probe = m["shortcut"]["probe"]
+    assert probe["status"] == "ok" and probe["balanced_accuracy"] > 0.7 and probe["flag"]
+    assert m["shortcut"]["verdict"]["shortcut_suspected"]
+    per = {r["class"]: r for r in m["classification"]["per_class"]}
+    # TBX11K labels only TB positives; NIH does not annotate TB: no negatives, so no AUROC.
+    assert per["TUBERCULOSIS"]["status"].startswith("n/a: 0 negatives")
+    assert per["TUBERCULOSIS"]["n_pos"] == 650
+    assert m["top1"]["majority"]["from"].startswith("evaluated set")
