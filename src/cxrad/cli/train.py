@@ -1,3 +1,124 @@
 """Stage 10, cli: ``cxrad train WORK --model NAME --out RUN``."""
 
 from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from cxrad.cli.app import app, err_console
+
+
+@app.command()
+def train(
+    work: Path = typer.Argument(..., help="work folder after `cxrad split` and `cxrad preprocess`"),
+    model: str = typer.Option(
+        "cxr-fast", "--model", "-m", help="registered model name (`cxrad info`)"
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="run directory to write (model, config, checkpoints, logs)"
+    ),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="maximum number of epochs"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="images per batch per device"),
+    lr: float = typer.Option(1e-3, "--lr", help="peak learning rate of the one-cycle schedule"),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay", help="AdamW weight decay"),
+    loss: str = typer.Option(
+        "bce",
+        "--loss",
+        help="bce: multi-label, ignores unannotated labels; softmax: the original single-label loss",
+    ),
+    size: int = typer.Option(
+        256, "--size", help="image side in pixels (must match a `cxrad preprocess` cache)"
+    ),
+    mode: str = typer.Option(
+        "letterbox", "--mode", help="resize mode of the cache: letterbox or stretch"
+    ),
+    devices: str = typer.Option(
+        "auto", "--devices", help="auto, a count (2) or ids (0,1); passed to Lightning"
+    ),
+    num_nodes: int = typer.Option(
+        1, "--num-nodes", min=1, help="nodes for multi-node DDP; passed to Lightning"
+    ),
+    accelerator: str = typer.Option(
+        "auto", "--accelerator", help="auto, cpu, gpu ...; passed to Lightning"
+    ),
+    precision: str | None = typer.Option(
+        None,
+        "--precision",
+        help="e.g. 32-true, bf16-mixed, 16-mixed (default: mixed on GPU, 32 on CPU)",
+    ),
+    seed: int = typer.Option(0, "--seed", help="seeds weights, shuffling and augmentation"),
+    limit_train: int | None = typer.Option(
+        None,
+        "--limit-train",
+        min=1,
+        help="train on at most N images (seeded subset), for quick runs",
+    ),
+    patience: int = typer.Option(
+        8, "--patience", min=0, help="early-stopping patience in epochs (0 = off)"
+    ),
+    no_resume: bool = typer.Option(
+        False,
+        "--no-resume",
+        help="start from scratch, deleting RUN/checkpoints, instead of resuming",
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=0,
+        help="data-loader processes (default: 0 on CPU, up to 4 with a GPU)",
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="torch CPU threads (default: every CPU available)"
+    ),
+    progress: bool | None = typer.Option(
+        None, "--progress/--no-progress", help="progress bar (default: when stderr is a terminal)"
+    ),
+) -> None:
+    """Train a model on WORK's train split; keep the checkpoint with the best val macro AUROC.
+
+    Resumes from RUN/checkpoints/last.ckpt when present. Writes RUN/model.safetensors and
+    RUN/config.json (classes, thresholds picked on val, manifest hash, git commit).
+
+    Example: cxrad train work --model cxr-fast --out runs/fast --epochs 20
+    """
+    from cxrad.models import read_config
+    from cxrad.train import parse_devices
+    from cxrad.train import train as train_run
+
+    t0 = time.perf_counter()
+    run = train_run(
+        work,
+        model=model,
+        out=out,
+        max_epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        loss=loss,
+        size=size,
+        mode=mode,
+        patience=patience,
+        seed=seed,
+        devices=parse_devices(devices),
+        num_nodes=num_nodes,
+        accelerator=accelerator,
+        precision=precision,
+        workers=workers,
+        threads=threads,
+        limit_train=limit_train,
+        resume=not no_resume,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    if not (run / "config.json").is_file():  # a non-zero DDP rank: rank 0 reports
+        return
+    cfg = read_config(run)
+    vm = cfg["val_metrics"]
+    err_console.print(
+        f"[bold green]trained[/] {cfg['model']['name']} on {cfg['data']['n_train']} images: "
+        f"best epoch {cfg['best_epoch']}, val macro AUROC {vm['macro_auroc']:.4f} "
+        f"({len(cfg['classes'])} classes, {vm['n']} val images) in {time.perf_counter() - t0:.0f}s -> {run}",
+        highlight=False,
+    )

@@ -1,0 +1,339 @@
+"""Stage 7, train: ``train(work, model, out)``: from a preprocessed work folder to a run directory.
+
+Lightning does the loop (devices, DDP, mixed precision, checkpoints, early stopping, resume,
+CSV logs); this module decides the classes, the loss weights and the hardware settings, and
+at the end writes the best weights as a plain run (safetensors + JSON, nothing pickled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+import cxrad
+from cxrad.data import AugmentConfig, make_dataloaders, trainable_classes
+from cxrad.errors import TrainError
+from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
+from cxrad.models import Classifier, create_model, get_spec, probabilities, save_run
+from cxrad.options import suggest
+from cxrad.train.losses import pos_weight_from_labels
+from cxrad.train.metrics import macro_auroc, per_class_auroc, youden_thresholds
+from cxrad.train.module import LOSSES, CxrModule, to_unit_float
+from cxrad.train.setup import hardware, open_work_cache
+
+logger = logging.getLogger(__name__)
+
+MONITOR = "val_macro_auroc"
+
+
+def train(
+    work: str | Path,
+    model: str = "cxr-fast",
+    out: str | Path = "runs/cxr-fast",
+    *,
+    max_epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    loss: str = "bce",
+    size: int = 256,
+    mode: str = "letterbox",
+    patience: int = 8,
+    seed: int = 0,
+    devices: int | str | Sequence[int] = "auto",
+    num_nodes: int = 1,
+    accelerator: str = "auto",
+    precision: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    limit_train: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    augment: AugmentConfig | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
+    """Train ``model`` on ``WORK``'s train split, select on val macro AUROC, write the run ``out``.
+
+    Args:
+        work: a work folder with a split manifest and a cache from ``cxrad preprocess``.
+        model: registry name (see ``cxrad info`` / :func:`cxrad.models.list_models`).
+        out: the run directory; checkpoints go in ``out/checkpoints``, logs in ``out/logs``.
+        max_epochs: upper bound on epochs (early stopping may end sooner).
+        batch_size: images per batch per device.
+        lr: peak learning rate (one-cycle schedule).
+        weight_decay: AdamW weight decay.
+        loss: ``"bce"`` (multi-label, NaN-masked, pos_weight) or ``"softmax"`` (original project).
+        size: cache image side in pixels.
+        mode: cache resize mode (``"letterbox"`` or ``"stretch"``).
+        patience: epochs without val AUROC improvement before stopping (0 = never stop early).
+        seed: seeds weights, shuffling, augmentation and the ``limit_train`` subset.
+        devices: passed to the Lightning Trainer (``"auto"``, a count, or device ids).
+        num_nodes: passed to the Trainer; with several devices or nodes training uses DDP.
+        accelerator: passed to the Trainer (``"auto"``, ``"cpu"``, ``"gpu"``...).
+        precision: passed to the Trainer; None picks bf16/16-mixed on GPUs and 32 on CPUs.
+        workers: data-loader processes; None picks 0 on CPUs and up to 4 with a GPU.
+        threads: torch CPU threads; None uses every CPU available to the process on a CPU run.
+        limit_train: cap on train images (a seeded random subset) for quick runs.
+        resume: continue from ``out/checkpoints/last.ckpt`` when it exists.
+        progress: show Lightning's Rich progress bar (on stderr).
+        augment: augmentation ranges; None uses :class:`~cxrad.data.AugmentConfig` defaults.
+        model_kwargs: extra keyword arguments for the model builder.
+        callbacks: extra Lightning callbacks (not recorded in the config).
+
+    Returns:
+        ``out``, now holding ``model.safetensors`` and ``config.json``.
+
+    Raises:
+        TrainError: no train or val rows, no cache, bad options.
+
+    Example:
+        >>> run = train("work", model="cxr-fast", out="runs/fast", max_epochs=5)
+    """
+    t0 = time.perf_counter()
+    args = {k: v for k, v in locals().items() if k not in ("callbacks", "t0")}
+    args.update(work=str(work), out=str(out), devices=_jsonable(devices))
+    augment = augment if augment is not None else AugmentConfig()
+    args["augment"] = augment.to_dict()
+    if loss not in LOSSES:
+        raise TrainError(f"unknown loss {loss!r}; expected one of {LOSSES}.{suggest(loss, LOSSES)}")
+    get_spec(model)  # an unknown name fails now, with "did you mean", not after loading data
+    out = Path(out)
+    df = _training_rows(work)
+    classes = trainable_classes(df[df["split"] == "train"])
+    if not classes:
+        raise TrainError(
+            f"no class has both positive and negative images in the train split of {work}; "
+            "ingest datasets that label at least one class both ways"
+        )
+    hw = hardware(accelerator, devices, num_nodes, precision, workers, threads)
+    cache = open_work_cache(work, size, mode)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    loaders = make_dataloaders(
+        df, cache, classes, batch_size=batch_size, workers=hw.workers, seed=seed,
+        limit_train=limit_train, single_label=loss == "softmax", pin_memory=hw.gpu, uint8=True,
+    )  # fmt: skip
+    train_ds, val_ds = loaders.train.dataset, loaders.val.dataset
+    _check_loaded(train_ds, val_ds, classes, work, size, mode)
+    logger.info(
+        "training %s on %d images (%d val), %d classes: %s",
+        model, len(train_ds), len(val_ds), len(classes), ", ".join(classes),
+    )  # fmt: skip
+
+    net = create_model(model, num_classes=len(classes), **(model_kwargs or {}))
+    pos_weight = pos_weight_from_labels(train_ds.labels) if loss == "bce" else None
+    lit = CxrModule(net, classes, loss, pos_weight, lr, weight_decay, augment, seed)
+
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if not resume:
+        _clear_previous(out)
+    ckpt_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+        monitor=MONITOR, mode="max", save_top_k=1,
+    )  # fmt: skip
+    # Lightning's save_last only writes when the best improved; resume needs every epoch's end.
+    last_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+        enable_version_counter=False,
+    )  # fmt: skip
+    cbs: list[Callback] = [ckpt_cb, last_cb, *callbacks]  # best first: last.ckpt holds its state
+    if patience > 0:
+        cbs.append(EarlyStopping(monitor=MONITOR, mode="max", patience=patience))
+    if progress:
+        cbs.append(RichProgressBar(console_kwargs={"stderr": True}))
+    trainer = pl.Trainer(
+        max_epochs=max_epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+        strategy=hw.strategy, precision=hw.precision, deterministic=not hw.gpu,
+        callbacks=cbs, logger=CSVLogger(save_dir=out, name="logs", version="", flush_logs_every_n_steps=10),
+        enable_progress_bar=progress, enable_model_summary=progress,
+        num_sanity_val_steps=0, log_every_n_steps=min(50, max(len(loaders.train), 1)),
+        default_root_dir=out,
+    )  # fmt: skip
+    ckpt_path = last if resume and last.is_file() else None
+    if ckpt_path:
+        logger.info("resuming from %s", ckpt_path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*treespec.*")
+        try:
+            with _keep_log_history(out / "logs" / "metrics.csv", enabled=ckpt_path is not None):
+                trainer.fit(lit, loaders.train, loaders.val, ckpt_path=ckpt_path)
+        except RuntimeError as e:
+            if ckpt_path and "state_dict" in str(e):
+                raise TrainError(
+                    f"{ckpt_path} does not fit this model/classes ({e}); "
+                    "use --no-resume or another --out"
+                ) from e
+            raise
+    if trainer.global_rank != 0:
+        return out
+
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    best_epoch = int(state.get("epoch", -1))
+    lit.model.load_state_dict(
+        {
+            k.removeprefix("model."): v
+            for k, v in state["state_dict"].items()
+            if k.startswith("model.")
+        }
+    )
+    activation = lit.activation
+    probs = predict_probs(lit.model, loaders.val, activation, hw.gpu)
+    per_class = per_class_auroc(probs, val_ds.labels, classes)
+    config = {
+        "model": {"name": model, "kwargs": model_kwargs or {}},
+        "classes": classes,
+        "preprocess": {"size": size, "mode": mode},
+        "activation": activation,
+        "thresholds": youden_thresholds(probs, val_ds.labels, classes),
+        "threshold_method": "youden_j_on_val",
+        "manifest_hash": manifest_hash(read_manifest(work)),
+        "git_commit": git_commit(),
+        "train": args,
+        "val_metrics": {
+            "macro_auroc": macro_auroc(per_class),
+            "auroc": per_class,
+            "n": len(val_ds),
+        },
+        "best_epoch": best_epoch,
+        "epochs_run": int(trainer.current_epoch),
+        "data": {
+            "n_train": len(train_ds),
+            "n_val": len(val_ds),
+            "pos_weight": None
+            if pos_weight is None
+            else dict(zip(classes, pos_weight.tolist(), strict=True)),
+        },
+        "hardware": {"accelerator": hw.name, "precision": hw.precision, "strategy": hw.strategy},
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cxrad_version": cxrad.__version__,
+    }
+    save_run(out, lit.model.cpu().eval(), config)
+    logger.info(
+        "wrote %s (best epoch %d, val macro AUROC %.4f)",
+        out,
+        best_epoch,
+        config["val_metrics"]["macro_auroc"],
+    )
+    return out
+
+
+@torch.no_grad()
+def predict_probs(
+    model: Classifier, loader: torch.utils.data.DataLoader, activation: str, gpu: bool
+) -> np.ndarray:
+    """Probabilities ``(N, C)`` for every image of ``loader``, in order."""
+    device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    out = []
+    for x, _ in loader:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            logits = model(to_unit_float(x.to(device, non_blocking=True)))
+        out.append(probabilities(logits.float(), {"activation": activation}).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """``git rev-parse HEAD`` of the working directory, or None outside a repository."""
+    try:
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def _training_rows(work: str | Path) -> Any:
+    df = read_manifest(work)
+    if "split" not in df.columns:
+        raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
+    df = df[df["status"] == STATUS_OK]
+    for name in ("train", "val"):
+        if not (df["split"] == name).any():
+            raise TrainError(
+                f"no usable rows in the {name!r} split of {work}; run `cxrad split {work}` "
+                "(it needs ingested images with status 'ok')"
+            )
+    return df
+
+
+def _check_loaded(
+    train_ds: Any, val_ds: Any, classes: list[str], work: Any, size: int, mode: str
+) -> None:
+    fix = f"run `cxrad preprocess {work} --size {size} --mode {mode}`"
+    if len(train_ds) == 0:
+        raise TrainError(f"none of the train rows are in the cache of {work}; {fix}")
+    if len(val_ds) == 0:
+        raise TrainError(f"none of the val rows are in the cache of {work}; {fix}")
+    y = val_ds.labels
+    if not ((y == 1).any(axis=0) & (y == 0).any(axis=0)).any():
+        raise TrainError(
+            f"no class has both positives and negatives in the val split of {work}, so checkpoints "
+            "cannot be selected on AUROC; re-split with a larger val fraction"
+        )
+
+
+@contextlib.contextmanager
+def _keep_log_history(path: Path, enabled: bool) -> Iterator[None]:
+    """Keep the epochs logged before a resume: Lightning's CSV logger deletes an existing file."""
+    old = pd.read_csv(path) if enabled and path.is_file() and path.stat().st_size else None
+    try:
+        yield
+    finally:
+        if old is not None and path.is_file() and path.stat().st_size:
+            new = pd.read_csv(path)
+            start = new["epoch"].min() if len(new) else np.inf
+            merged = pd.concat([old[old["epoch"] < start], new], ignore_index=True)
+            merged.to_csv(path, index=False)
+        elif old is not None:
+            old.to_csv(path, index=False)
+
+
+def _clear_previous(out: Path) -> None:
+    old = list((out / "checkpoints").glob("*.ckpt")) if (out / "checkpoints").is_dir() else []
+    if old:
+        logger.info("--no-resume: removing %d old checkpoints in %s", len(old), out / "checkpoints")
+        for p in old:
+            p.unlink()
+    if (out / "logs").is_dir():
+        shutil.rmtree(out / "logs")
+
+
+def _jsonable(devices: Any) -> Any:
+    return list(devices) if isinstance(devices, (list, tuple)) else devices
+
+
+def parse_devices(text: str) -> int | str | list[int]:
+    """CLI ``--devices``: ``auto``, a count (``2``), or ids (``0,1``)."""
+    text = text.strip()
+    if "," in text:
+        return [int(t) for t in text.split(",") if t.strip()]
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+__all__ = ["git_commit", "parse_devices", "predict_probs", "train"]

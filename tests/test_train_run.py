@@ -1,0 +1,184 @@
+"""Stage 7, train: tiny end-to-end runs (run folder, reload, resume) and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from safetensors.torch import load_file
+
+from cxrad.manifest import manifest_hash, read_manifest, write_manifest
+from cxrad.models import load_run, probabilities
+from cxrad.preprocess import PreprocessConfig, open_cache
+from cxrad.train import per_class_auroc, train
+from helpers import make_tiny_work
+
+TINY = {
+    "model": "cxr-fast",
+    "batch_size": 8,
+    "size": 32,
+    "progress": False,
+    "seed": 3,
+    "threads": 1,
+}
+CONFIG_KEYS = {
+    "model", "classes", "input", "preprocess", "activation", "thresholds", "manifest_hash",
+    "git_commit", "train", "val_metrics", "best_epoch", "created", "cxrad_version",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_work(tmp_path_factory.mktemp("tiny"), n_per_class=8, size=32)
+
+
+@pytest.fixture(scope="module")
+def run2(tiny_work: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 2-epoch run."""
+    return train(tiny_work, out=tmp_path_factory.mktemp("runs") / "full", max_epochs=2, **TINY)
+
+
+def val_images(work: Path, size: int = 32) -> tuple[torch.Tensor, np.ndarray]:
+    df = read_manifest(work)
+    val = df[df["split"] == "val"]
+    cache = open_cache(work, PreprocessConfig(size=size))
+    x = torch.from_numpy(np.asarray(cache.images[cache.rows_for(val)], np.float32) / 255)[:, None]
+    return x, val
+
+
+def test_run_folder_has_weights_config_and_reloads(run2: Path, tiny_work: Path) -> None:
+    assert (run2 / "model.safetensors").is_file()
+    assert (run2 / "checkpoints" / "last.ckpt").is_file()
+    assert list((run2 / "checkpoints").glob("best-*.ckpt"))
+    metrics = (run2 / "logs" / "metrics.csv").read_text()
+    assert "val_macro_auroc" in metrics.splitlines()[0]
+    cfg = json.loads((run2 / "config.json").read_text())
+    assert set(cfg) >= CONFIG_KEYS
+    assert cfg["classes"] == [
+        "EFFUSION",
+        "NORMAL",
+        "PNEUMONIA",
+    ]  # CLASSES order, only those in train
+    assert cfg["activation"] == "sigmoid" and cfg["preprocess"] == {"size": 32, "mode": "letterbox"}
+    assert cfg["manifest_hash"] == manifest_hash(read_manifest(tiny_work))
+    assert cfg["train"]["max_epochs"] == 2 and cfg["train"]["loss"] == "bce"
+    assert cfg["best_epoch"] in (0, 1)
+    assert set(cfg["thresholds"]) == set(cfg["classes"])
+    assert all(0 <= t <= 1 for t in cfg["thresholds"].values())
+
+    model, cfg2 = load_run(run2)
+    x, val = val_images(tiny_work)
+    with torch.no_grad():
+        probs = probabilities(model(x), cfg2).numpy()
+    # the reloaded model reproduces the val metrics written at the end of training
+    auc = per_class_auroc(probs, val[cfg["classes"]].to_numpy(np.float32), cfg["classes"])
+    for c, v in cfg["val_metrics"]["auroc"].items():
+        assert (v is None and auc[c] is None) or v == pytest.approx(auc[c], abs=1e-6)
+    # ... and equals the best checkpoint's weights, not the last epoch's by accident
+    best = next((run2 / "checkpoints").glob("best-*.ckpt"))
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    saved = load_file(str(run2 / "model.safetensors"))
+    for k, v in saved.items():
+        assert torch.equal(v, state["model." + k]), k
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAtEpoch(Callback):
+    """Simulates a crash at the start of epoch ``epoch`` (after the previous one checkpointed)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
+        if trainer.current_epoch == self.epoch:
+            raise Killed
+
+
+def test_resume_after_kill_matches_uninterrupted_run(
+    run2: Path, tiny_work: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "resumed"
+    with pytest.raises(Killed):
+        train(tiny_work, out=out, max_epochs=2, callbacks=[KillAtEpoch(1)], **TINY)
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "config.json").exists()
+    train(tiny_work, out=out, max_epochs=2, resume=True, **TINY)
+    a = json.loads((run2 / "config.json").read_text())
+    b = json.loads((out / "config.json").read_text())
+    assert b["epochs_run"] == 2 and b["best_epoch"] == a["best_epoch"]
+    assert b["val_metrics"]["macro_auroc"] == pytest.approx(
+        a["val_metrics"]["macro_auroc"], abs=1e-6
+    )
+    wa, wb = load_file(str(run2 / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    for k in wa:
+        assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5), k
+    last_a = torch.load(run2 / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    last_b = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    for k, v in last_a["state_dict"].items():
+        assert torch.allclose(v.float(), last_b["state_dict"][k].float(), atol=1e-5), k
+    # the CSV log kept epoch 0 from before the crash and appended epoch 1
+    epochs = [
+        ln.split(",")[0] for ln in (out / "logs" / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    assert "0" in epochs and "1" in epochs
+    # resuming a finished run with more epochs continues it (the schedule stretches)
+    train(tiny_work, out=out, max_epochs=3, resume=True, **TINY)
+    c = json.loads((out / "config.json").read_text())
+    assert c["epochs_run"] == 3 and c["train"]["max_epochs"] == 3
+    epochs = [
+        ln.split(",")[0] for ln in (out / "logs" / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    assert {"0", "1", "2"} <= set(epochs)
+
+
+def cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str]:
+    from cxrad.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cxrad", "train", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    return int(e.value.code or 0), capsys.readouterr().err
+
+
+def test_cli_softmax_run_summary(tiny_work: Path, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, err = cli(
+        monkeypatch, capsys, tiny_work, "--out", tmp_path / "sm", "--epochs", "1", "--size", "32",
+        "--batch-size", "8", "--loss", "softmax", "--no-progress", "--limit-train", "12", "--threads", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "val macro AUROC" in err and "best epoch 0" in err
+    model, cfg = load_run(tmp_path / "sm")
+    assert cfg["activation"] == "softmax" and cfg["data"]["n_train"] == 12
+    assert cfg["data"]["pos_weight"] is None
+    x, _ = val_images(tiny_work)
+    with torch.no_grad():
+        p = probabilities(model(x), cfg)
+    assert torch.allclose(p.sum(dim=1), torch.ones(len(x)), atol=1e-5)
+
+
+def test_cli_errors_are_one_line(tiny_work: Path, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "r"
+    code, err = cli(monkeypatch, capsys, tmp_path / "nowhere", "--out", out)
+    assert code == 2 and "cxrad ingest" in err
+    code, err = cli(monkeypatch, capsys, tiny_work, "--out", out, "--size", "48")
+    assert code == 2 and "cxrad preprocess" in err and "--size 48" in err
+    code, err = cli(monkeypatch, capsys, tiny_work, "--out", out, "--loss", "softmx")
+    assert code == 2 and "Did you mean 'softmax'" in err
+    code, err = cli(monkeypatch, capsys, tiny_work, "--out", out, "--model", "cxr-fats")
+    assert code == 2 and "cxr-fast" in err
+    df = read_manifest(tiny_work)
+    df["split"] = df["split"].where(df["split"] != "train", "test")
+    no_train = tmp_path / "notrain"
+    write_manifest(df, no_train)
+    code, err = cli(monkeypatch, capsys, no_train, "--out", out)
+    assert code == 2 and "'train' split" in err and "cxrad split" in err
+    assert not out.exists() or not (out / "config.json").exists()
