@@ -109,6 +109,19 @@ def test_keep_official_pulls_patients_and_duplicates_to_test() -> None:
     assert leak_checks(out)["patients_in_several_splits"] == 0
 
 
+def test_keep_official_with_sources_that_have_no_official_split() -> None:
+    # Real manifests mix sources with and without an official split (null): those rows must be
+    # split with the normal ratios, not crash on the null.
+    df = synthetic()
+    other = df["source"] == "other"
+    df["official_split"] = df["official_split"].astype("string")
+    df.loc[other, "official_split"] = pd.NA
+    out = assign_splits(df, seed=0, keep_official=True)
+    assert (out.loc[out["official_split"] == "test", "split"] == "test").all()
+    assert set(out.loc[other, "split"]) == {"train", "val", "test"}
+    assert leak_checks(out)["patients_in_several_splits"] == 0
+
+
 @pytest.mark.parametrize("bad", [(0.5, 0.5), (0.7, 0.3, 0.1), (1.2, -0.1, -0.1), ("a", 0, 1)])
 def test_bad_ratios_raise(bad: tuple) -> None:
     with pytest.raises(SplitError, match="ratios"):

@@ -97,7 +97,8 @@ def assign_splits(
     rng = np.random.default_rng(seed)
     pools: list[tuple[np.ndarray, np.ndarray]] = []
     if keep_official:
-        off = out["official_split"].str.lower().to_numpy(dtype=object)[ok]
+        # Null official splits (most sources have none) must compare as "no split", not NA.
+        off = out["official_split"].str.lower().fillna("").to_numpy(dtype=object)[ok]
         in_test = np.zeros(k, dtype=bool)
         in_test[comp[ok][off == "test"]] = True
         in_trval = np.zeros(k, dtype=bool)
