@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from cxrad.models import seed_fcn  # noqa: F401
+from cxrad.models import cxr_fast, monai_nets, seed_fcn  # noqa: F401
