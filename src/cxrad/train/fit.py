@@ -199,7 +199,12 @@ def train(
     probs = predict_probs(lit.model, loaders.val, activation, hw.gpu)
     per_class = per_class_auroc(probs, val_ds.labels, classes)
     config = {
-        "model": {"name": model, "kwargs": model_kwargs or {}},
+        # Initial weights are baked into the saved state_dict; keeping their path would make
+        # the run unloadable once that file is gone.
+        "model": {
+            "name": model,
+            "kwargs": {k: v for k, v in (model_kwargs or {}).items() if k != "weights"},
+        },
         "classes": classes,
         "preprocess": {"size": size, "mode": mode},
         "activation": activation,
