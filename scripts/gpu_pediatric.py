@@ -33,7 +33,9 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="where results.jsonl and runs go")
     ap.add_argument("--work", default=None, help="work folder (default OUT/work)")
     ap.add_argument("--models", default="densenet121,cxr-fast,resnet18")
-    ap.add_argument("--softmax-seed-fcn", action="store_true", help="also train seed-fcn the original way")
+    ap.add_argument(
+        "--softmax-seed-fcn", action="store_true", help="also train seed-fcn the original way"
+    )
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -41,7 +43,9 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--export", default=None, help="copy results and each metrics.json here as they finish")
+    ap.add_argument(
+        "--export", default=None, help="copy results and each metrics.json here as they finish"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -64,7 +68,10 @@ def main() -> None:
     preprocess_work(work, PreprocessConfig(size=args.size), workers=args.workers)
     prep_s = time.perf_counter() - t0
     with results.open("a") as f:
-        f.write(json.dumps({"stage": "prepare", "seconds": prep_s, "split": split_summary}, default=str) + "\n")
+        f.write(
+            json.dumps({"stage": "prepare", "seconds": prep_s, "split": split_summary}, default=str)
+            + "\n"
+        )
 
     jobs = [(m, "bce") for m in args.models.split(",") if m]
     if args.softmax_seed_fcn:
