@@ -27,6 +27,10 @@ class DecodeError(CxradError):
     """An image file cannot be decoded into a chest X-ray array."""
 
 
+class PreprocessConfigError(CxradError):
+    """A preprocessing option (size, resize mode) is invalid."""
+
+
 class CacheError(CxradError):
     """The preprocessing cache is missing, stale, or inconsistent."""
 

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 from PIL import Image
 
-from cxrad.errors import CxradError
+from cxrad.errors import PreprocessConfigError
 from cxrad.options import suggest
 from cxrad.preprocess.decode import MAX_PIXELS, decode_native, pil_to_array
 
@@ -34,10 +34,6 @@ Mode = Literal["letterbox", "stretch"]
 _DOWN = Image.Resampling.LANCZOS
 _UP = Image.Resampling.BICUBIC
 _REDUCING_GAP = 2.0
-
-
-class PreprocessConfigError(CxradError):
-    """An invalid size or mode."""
 
 
 @dataclass(frozen=True)
