@@ -55,6 +55,16 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def quiet_lightning() -> None:
+    """Keep Lightning's banners (GPU available, tips) off stderr; its warnings still show.
+
+    Lightning sets its own log level and handler when imported, which happens after
+    :func:`setup_logging`, so the train command calls this after importing the training stack.
+    """
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[ProgressFn]:
     """A Rich bar on stderr, exposed as a ``progress(done, total)`` callback for library code."""

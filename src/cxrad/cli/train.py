@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cxrad.cli.app import app, err_console
+from cxrad.cli.app import app, err_console, quiet_lightning
 
 
 @app.command()
@@ -88,6 +88,7 @@ def train(
     from cxrad.train import parse_devices
     from cxrad.train import train as train_run
 
+    quiet_lightning()
     t0 = time.perf_counter()
     run = train_run(
         work,
