@@ -11,8 +11,7 @@ import hashlib
 import io
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 
 import imagehash
 import numpy as np
@@ -20,6 +19,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cxrad.manifest.schema import STATUS_OK
+from cxrad.parallel import map_chunks
 from cxrad.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,11 @@ def _grey(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
-def _decode(path: str, data: bytes) -> Image.Image:
+def load_grey(path: str, data: bytes) -> Image.Image:
+    """The file's bytes as an 8-bit grey PIL image, the way the perceptual hashes see it.
+
+    Shared with the split stage's finer hash, so both hashes decode an image identically.
+    """
     if path.lower().endswith(DICOM_SUFFIXES) or data[128:132] == b"DICM":
         return _dicom_image(data)
     img = Image.open(io.BytesIO(data))
@@ -89,7 +93,7 @@ def hash_file(path: str) -> HashResult:
     if not data:
         return sha1, None, "unreadable: empty file"
     try:
-        img = _decode(path, data)
+        img = load_grey(path, data)
         return sha1, str(imagehash.phash(img)), STATUS_OK
     except Image.DecompressionBombError:
         return sha1, None, "unreadable: too large"
@@ -104,11 +108,6 @@ def hash_file(path: str) -> HashResult:
 
 def _hash_chunk(paths: Sequence[str]) -> list[HashResult]:
     return [hash_file(p) for p in paths]
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def add_hashes(
@@ -132,21 +131,7 @@ def add_hashes(
     paths = out["path"].iloc[idx].astype(str).tolist()
     total = len(paths)
     workers = max(1, workers or os.cpu_count() or 1)
-    results: list[HashResult] = []
-    if progress:
-        progress(0, total)
-    if workers == 1 or total <= CHUNK:
-        parts: Iterator[list[HashResult]] = map(_hash_chunk, _chunks(paths, CHUNK))
-        for part in parts:
-            results += part
-            if progress:
-                progress(len(results), total)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for part in pool.map(_hash_chunk, _chunks(paths, CHUNK)):
-                results += part
-                if progress:
-                    progress(len(results), total)
+    results = map_chunks(_hash_chunk, paths, CHUNK, workers, progress)
     if total:
         sha1, phash, status = (list(col) for col in zip(*results, strict=True))
         cols = [out.columns.get_loc(c) for c in ("sha1", "phash", "status")]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import imagehash
@@ -24,7 +23,8 @@ import pandas as pd
 
 from cxrad.labels import CLASSES
 from cxrad.manifest import STATUS_OK
-from cxrad.manifest.hashing import _decode
+from cxrad.manifest.hashing import load_grey
+from cxrad.parallel import map_chunks
 from cxrad.progress import Progress
 from cxrad.split.graph import components, same_value_edges
 from cxrad.split.hamming import hamming, hex_to_words, near_pairs
@@ -44,7 +44,7 @@ def fine_hash_file(path: str) -> str | None:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
-        return str(imagehash.phash(_decode(path, data), hash_size=FINE_HASH_SIZE))
+        return str(imagehash.phash(load_grey(path, data), hash_size=FINE_HASH_SIZE))
     except Exception as e:
         logger.debug("fine hash failed for %s: %s", path, e)
         return None
@@ -74,22 +74,7 @@ def fine_hashes(
     todo = sorted({(k, p) for k, p in zip(keys, paths, strict=True) if k not in known})
     total = len(todo)
     workers = max(1, workers or os.cpu_count() or 1)
-    new: list[str | None] = []
-    chunks = [[p for _, p in todo[s : s + _CHUNK]] for s in range(0, total, _CHUNK)]
-    if progress:
-        progress(0, total)
-    if workers == 1 or total <= _CHUNK:
-        parts = map(_fine_chunk, chunks)
-        for part in parts:
-            new += part
-            if progress:
-                progress(len(new), total)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for part in pool.map(_fine_chunk, chunks):
-                new += part
-                if progress:
-                    progress(len(new), total)
+    new = map_chunks(_fine_chunk, [p for _, p in todo], _CHUNK, workers, progress)
     fresh = {k: h for (k, _), h in zip(todo, new, strict=True) if h is not None}
     known.update(fresh)
     if cache is not None and fresh:
