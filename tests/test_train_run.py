@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from cxrad.manifest import manifest_hash, read_manifest, write_manifest
 from cxrad.models import load_run, probabilities
 from cxrad.preprocess import PreprocessConfig, open_cache
 from cxrad.train import per_class_auroc, train
+from cxrad.train.fit import MovableCheckpoint
 from helpers import make_tiny_work
 
 TINY = {
@@ -182,3 +184,49 @@ def test_cli_errors_are_one_line(tiny_work: Path, tmp_path: Path, monkeypatch, c
     code, err = cli(monkeypatch, capsys, no_train, "--out", out)
     assert code == 2 and "'train' split" in err and "cxrad split" in err
     assert not out.exists() or not (out / "config.json").exists()
+
+
+def test_resume_in_a_moved_run_folder_keeps_the_best_epoch(
+    run2: Path, tiny_work: Path, tmp_path: Path
+) -> None:
+    before = tmp_path / "before"
+    with pytest.raises(Killed):
+        train(tiny_work, out=before, max_epochs=2, callbacks=[KillAtEpoch(1)], **TINY)
+    after = tmp_path / "elsewhere" / "after"
+    after.parent.mkdir()
+    before.rename(after)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*dirpath has changed.*")
+        train(tiny_work, out=after, max_epochs=2, resume=True, **TINY)
+    a = json.loads((run2 / "config.json").read_text())
+    b = json.loads((after / "config.json").read_text())
+    assert b["best_epoch"] == a["best_epoch"]
+    assert b["val_metrics"]["macro_auroc"] == pytest.approx(
+        a["val_metrics"]["macro_auroc"], abs=1e-6
+    )
+    assert [p.name for p in (after / "checkpoints").glob("best-*.ckpt")] == [
+        f"best-epoch{a['best_epoch']:03d}.ckpt"
+    ]
+
+
+def test_movable_checkpoint_re_roots_saved_paths(tmp_path: Path) -> None:
+    old, new = "/old/run/checkpoints", str(tmp_path)
+    cb = MovableCheckpoint(dirpath=new, monitor="val_macro_auroc", mode="max", save_top_k=1)
+    best = f"{old}/best-epoch003.ckpt"
+    cb.load_state_dict(
+        {
+            "monitor": "val_macro_auroc",
+            "best_model_score": torch.tensor(0.98),
+            "best_model_path": best,
+            "current_score": torch.tensor(0.97),
+            "dirpath": old,
+            "best_k_models": {best: torch.tensor(0.98)},
+            "kth_best_model_path": best,
+            "kth_value": torch.tensor(0.98),
+            "last_model_path": f"{old}/last.ckpt",
+        }
+    )
+    assert float(cb.best_model_score) == pytest.approx(0.98)
+    assert cb.best_model_path == f"{new}/best-epoch003.ckpt"
+    assert list(cb.best_k_models) == [f"{new}/best-epoch003.ckpt"]
+    assert cb.last_model_path == f"{new}/last.ckpt"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -143,12 +144,12 @@ def train(
     last = ckpt_dir / "last.ckpt"
     if not resume:
         _clear_previous(out)
-    ckpt_cb = ModelCheckpoint(
+    ckpt_cb = MovableCheckpoint(
         dirpath=ckpt_dir, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
         monitor=MONITOR, mode="max", save_top_k=1,
     )  # fmt: skip
     # Lightning's save_last only writes when the best improved; resume needs every epoch's end.
-    last_cb = ModelCheckpoint(
+    last_cb = MovableCheckpoint(
         dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
         enable_version_counter=False,
     )  # fmt: skip
@@ -240,6 +241,37 @@ def train(
         config["val_metrics"]["macro_auroc"],
     )
     return out
+
+
+class MovableCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` whose state survives moving or copying the run folder.
+
+    Lightning keeps only ``best_model_path`` when the checkpoint folder's absolute path differs
+    from the one saved in ``last.ckpt``: it forgets the best score, so a resumed run would take
+    its next epoch as "best" even when an earlier one was better. Here the saved paths are
+    re-rooted into the current folder instead, and the best score is kept.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+
+            def moved(path: Any) -> Any:
+                if path and os.path.dirname(str(path)) == old:
+                    return os.path.join(new, os.path.basename(str(path)))
+                return path
+
+            state_dict = {
+                **state_dict,
+                "dirpath": new,
+                "best_model_path": moved(state_dict.get("best_model_path")),
+                "kth_best_model_path": moved(state_dict.get("kth_best_model_path")),
+                "last_model_path": moved(state_dict.get("last_model_path")),
+                "best_k_models": {
+                    moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()
+                },
+            }
+        super().load_state_dict(state_dict)
 
 
 @torch.no_grad()
