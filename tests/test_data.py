@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,19 @@ import pandas as pd
 import pytest
 import torch
 
+from cxrad.cli import main
 from cxrad.data import (
+    AUGMENT_PRESETS,
     AugmentConfig,
     CachedDataset,
     EpochSampler,
     RadiographAugment,
+    augment_preset,
     make_dataloaders,
     single_label_mask,
     trainable_classes,
 )
+from cxrad.errors import TrainError
 from cxrad.labels import CLASSES
 
 
@@ -147,3 +152,33 @@ def test_augment_identity_when_ranges_are_zero() -> None:
     zero = AugmentConfig(rotate_deg=0, scale=0, translate=0, brightness=0, contrast=0, gamma=0)
     x = torch.rand(2, 1, 16, 16)
     assert torch.allclose(RadiographAugment(zero)(x), x, atol=1e-5)
+
+
+def test_augment_presets() -> None:
+    assert augment_preset("default") == AugmentConfig()
+    strong = augment_preset("strong")
+    assert not strong.hflip and strong.noise_std > 0
+    for field in ("rotate_deg", "scale", "brightness", "contrast", "gamma"):
+        assert getattr(strong, field) > getattr(AugmentConfig(), field)
+    assert augment_preset("none").rotate_deg == 0 and set(AUGMENT_PRESETS) == {
+        "default",
+        "strong",
+        "none",
+    }
+    with pytest.raises(TrainError, match="Did you mean 'strong'"):
+        augment_preset("strng")
+
+
+def test_cli_train_rejects_an_unknown_preset_before_any_work(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["cxrad", "train", str(tmp_path), "--out", str(tmp_path / "r"), "--augment", "strng"],
+    )
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    assert "Did you mean 'strong'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

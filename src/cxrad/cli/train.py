@@ -49,6 +49,11 @@ def train(
         "--precision",
         help="e.g. 32-true, bf16-mixed, 16-mixed (default: mixed on GPU, 32 on CPU)",
     ),
+    augment: str = typer.Option(
+        "default",
+        "--augment",
+        help="augmentation preset: default, strong (other site/period at test time) or none",
+    ),
     seed: int = typer.Option(0, "--seed", help="seeds weights, shuffling and augmentation"),
     limit_train: int | None = typer.Option(
         None,
@@ -84,10 +89,12 @@ def train(
 
     Example: cxrad train work --model cxr-fast --out runs/fast --epochs 20
     """
+    from cxrad.data import augment_preset
     from cxrad.models import read_config
     from cxrad.train import parse_devices
     from cxrad.train import train as train_run
 
+    aug = augment_preset(augment)  # an unknown name fails before any work starts
     quiet_lightning()
     t0 = time.perf_counter()
     run = train_run(
@@ -112,6 +119,7 @@ def train(
         limit_train=limit_train,
         resume=not no_resume,
         progress=sys.stderr.isatty() if progress is None else progress,
+        augment=aug,
     )
     if not (run / "config.json").is_file():  # a non-zero DDP rank: rank 0 reports
         return
@@ -123,3 +131,4 @@ def train(
         f"({len(cfg['classes'])} classes, {vm['n']} val images) in {time.perf_counter() - t0:.0f}s -> {run}",
         highlight=False,
     )
+

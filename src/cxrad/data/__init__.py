@@ -6,16 +6,18 @@ slice the memory-mapped cache.
 
 from __future__ import annotations
 
-from cxrad.data.augment import AugmentConfig, RadiographAugment
+from cxrad.data.augment import AUGMENT_PRESETS, AugmentConfig, RadiographAugment, augment_preset
 from cxrad.data.dataset import CachedDataset, EpochSampler, mix_seed
 from cxrad.data.loaders import Loaders, make_dataloaders, single_label_mask, trainable_classes
 
 __all__ = [
+    "AUGMENT_PRESETS",
     "AugmentConfig",
     "CachedDataset",
     "EpochSampler",
     "Loaders",
     "RadiographAugment",
+    "augment_preset",
     "make_dataloaders",
     "mix_seed",
     "single_label_mask",
