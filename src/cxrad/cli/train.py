@@ -1,4 +1,4 @@
-"""Stage 10, cli: ``cxrad train WORK --model NAME --out RUN``."""
+"""Stage 10, cli: ``cxrad train WORK --model NAME --out RUN`` and ``cxrad ensemble RUN... --out RUN``."""
 
 from __future__ import annotations
 
@@ -132,3 +132,31 @@ def train(
         highlight=False,
     )
 
+
+@app.command()
+def ensemble(
+    runs: list[Path] = typer.Argument(..., help="two or more trained run directories"),
+    data: Path = typer.Option(
+        ..., "--data", "-d", help="the work folder the runs were trained on (for val thresholds)"
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="ensemble run directory to write"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="images per inference batch"),
+) -> None:
+    """Average trained runs' probabilities in one model; pick its thresholds on val.
+
+    The result is an ordinary run: evaluate, predict and export take it like any other.
+
+    Example: cxrad ensemble runs/s0 runs/s1 runs/s2 --data work --out runs/ens
+    """
+    from cxrad.models import read_config
+    from cxrad.train import ensemble_runs
+
+    t0 = time.perf_counter()
+    run = ensemble_runs(runs, data, out, batch_size=batch_size)
+    cfg = read_config(run)
+    err_console.print(
+        f"[bold green]ensembled[/] {len(cfg['members'])} runs: val macro AUROC "
+        f"{cfg['val_metrics']['macro_auroc']:.4f} ({cfg['val_metrics']['n']} val images) "
+        f"in {time.perf_counter() - t0:.0f}s -> {run}",
+        highlight=False,
+    )

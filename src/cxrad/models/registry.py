@@ -78,6 +78,11 @@ def list_models() -> list[str]:
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``; unknown names raise with "did you mean"."""
     _ensure_loaded()
+    if name == "ensemble":
+        raise ModelError(
+            "'ensemble' is not trained; train members with `cxrad train`, then build one with "
+            "`cxrad ensemble RUN RUN ... --data WORK --out RUN`"
+        )
     if name not in _REGISTRY:
         raise ModelError(
             f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}.{suggest(name, _REGISTRY)}"
@@ -118,7 +123,14 @@ def create_model(name: str, num_classes: int = len(CLASSES), **kwargs: Any) -> C
         >>> model = create_model("seed-fcn")
         >>> model(torch.rand(2, 1, 256, 256)).shape
         torch.Size([2, 17])
+
+    ``name="ensemble"`` with ``members=[...]`` builds an ensemble's shape
+    (see :mod:`cxrad.models.ensemble`); ensembles are assembled from runs, never trained.
     """
+    if name == "ensemble":
+        from cxrad.models.ensemble import build_ensemble
+
+        return build_ensemble(num_classes, **kwargs)
     spec = get_spec(name)
     builder = _REGISTRY[name][0]
     net = builder(num_classes=num_classes, **{**spec.defaults, **kwargs})

@@ -28,7 +28,9 @@ OVERLAY_ALPHA = 0.5
 
 
 def cam_layer_name(model: Classifier) -> str:
-    """The module Grad-CAM hooks: ``"net." + spec.cam_layer``, as named inside the Classifier.
+    """The module(s) Grad-CAM hooks: ``"net." + spec.cam_layer``, as named inside the Classifier.
+
+    An ensemble names one layer per member, comma-separated; their maps are averaged.
 
     Raises:
         PredictError: the model does not name a Grad-CAM layer, or names one it lacks.
@@ -39,12 +41,15 @@ def cam_layer_name(model: Classifier) -> str:
             f"model {model.spec.name!r} names no Grad-CAM layer (ModelSpec.cam_layer); "
             "run predict without --heatmaps"
         )
-    name = f"net.{layer}"
-    try:
-        model.get_submodule(name)
-    except AttributeError as e:
-        raise PredictError(f"model {model.spec.name!r} has no layer {name!r} for Grad-CAM") from e
-    return name
+    names = [f"net.{part}" for part in layer.split(",")]
+    for name in names:
+        try:
+            model.get_submodule(name)
+        except AttributeError as e:
+            raise PredictError(
+                f"model {model.spec.name!r} has no layer {name!r} for Grad-CAM"
+            ) from e
+    return ",".join(names)
 
 
 def grad_cam(
@@ -59,7 +64,8 @@ def grad_cam(
         model: the classifier, in eval mode.
         x: images ``(B, 1, S, S)`` in [0, 1].
         targets: for each image, the class indices to explain (may be empty).
-        layer: module name inside ``model``; default ``"net." + spec.cam_layer``.
+        layer: module name inside ``model``, or several comma-separated (their maps are
+            averaged, as for an ensemble); default :func:`cam_layer_name`.
 
     Returns:
         For each image, ``{class index: (S, S) float32 map}``: non-negative, not normalised
@@ -71,7 +77,7 @@ def grad_cam(
     rounds = max((len(t) for t in targets), default=0)
     if rounds == 0:
         return out
-    module = model.get_submodule(layer or cam_layer_name(model))
+    modules = [model.get_submodule(n) for n in (layer or cam_layer_name(model)).split(",")]
     captured: list[torch.Tensor] = []
 
     def hook(_m: torch.nn.Module, _i: object, output: torch.Tensor) -> torch.Tensor:
@@ -80,25 +86,32 @@ def grad_cam(
         # overwrite the activations whose gradient we ask for.
         return output.clone()
 
-    handle = module.register_forward_hook(hook)
+    handles = [m.register_forward_hook(hook) for m in modules]
     try:
         with torch.enable_grad():
             logits = model(x.detach())
-            (acts,) = captured
+            acts = list(captured)
             for r in range(rounds):
                 pairs = [(i, int(t[r])) for i, t in enumerate(targets) if len(t) > r]
                 rows = torch.tensor([i for i, _ in pairs])
                 cols = torch.tensor([c for _, c in pairs])
                 score = logits[rows, cols].sum()
-                (grads,) = torch.autograd.grad(score, acts, retain_graph=r < rounds - 1)
-                weights = grads.mean(dim=(2, 3), keepdim=True)
-                cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
-                cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                grads = torch.autograd.grad(score, acts, retain_graph=r < rounds - 1)
+                cam = sum(
+                    F.interpolate(
+                        F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True)),
+                        size=x.shape[-2:],
+                        mode="bilinear",
+                        align_corners=False,
+                    )
+                    for g, a in zip(grads, acts, strict=True)
+                ) / len(acts)
                 maps = cam[:, 0].detach().cpu().numpy().astype(np.float32)
                 for i, c in pairs:
                     out[i][c] = maps[i]
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     return out
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from cxrad.train.ensemble import ensemble_runs
 from cxrad.train.fit import git_commit, parse_devices, predict_probs, train
 from cxrad.train.losses import (
     masked_bce_with_logits,
@@ -19,6 +20,7 @@ __all__ = [
     "CxrModule",
     "Hardware",
     "cpu_threads",
+    "ensemble_runs",
     "git_commit",
     "hardware",
     "macro_auroc",
