@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from cxrad.manifest import make_rows, write_manifest
 from cxrad.preprocess import PreprocessConfig, preprocess_work
@@ -121,3 +123,35 @@ def make_tiny_work(
     if preprocess:
         preprocess_work(work, PreprocessConfig(size=size), workers=1)
     return work
+
+
+def make_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    bits_stored: int,
+    photometric: str = "MONOCHROME2",
+    signed: bool = False,
+    **extra: object,
+) -> Path:
+    """Write an uncompressed single-frame DICOM with the given pixel values and attributes."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    for k, v in extra.items():
+        setattr(ds, k, v)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

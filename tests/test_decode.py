@@ -9,50 +9,18 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
 
 from cxrad.errors import DecodeError
 from cxrad.preprocess import decode_image, prepare
 from cxrad.preprocess.decode import bits_for, decode_native, pil_to_array
+from helpers import make_dicom
 
 
 def ramp(h: int = 24, w: int = 32) -> np.ndarray:
     """A uint8 horizontal ramp 0..255 with a vertical component, so rows differ too."""
     x = np.linspace(0, 255, w)[None, :] * 0.8 + np.linspace(0, 51, h)[:, None]
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def make_dicom(
-    path: Path,
-    pixels: np.ndarray,
-    bits_stored: int,
-    photometric: str = "MONOCHROME2",
-    signed: bool = False,
-    **extra: object,
-) -> Path:
-    """Write an uncompressed single-frame DICOM with the given pixel values and attributes."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = pixels.dtype.itemsize * 8
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 1 if signed else 0
-    for k, v in extra.items():
-        setattr(ds, k, v)
-    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 # ----------------------------------------------------------------------------- 8-bit formats
