@@ -17,6 +17,7 @@ from cxrad.cli import main
 from cxrad.errors import IngestError
 from cxrad.ingest import detect_format, ingest
 from cxrad.manifest import read_manifest
+from helpers import make_dicom
 
 
 def tiny_tree(root: Path, layout: dict[str, int]) -> Path:
@@ -126,3 +127,28 @@ def test_same_dataset_twice_gets_distinct_ids(tmp_path: Path) -> None:
     assert len(df) == 4 and df["image_id"].is_unique
     assert df["image_id"].str.startswith("class-folders@copy2/").sum() == 2
     assert any("given twice" in n for n in summary["notes"])
+
+
+def test_suffixless_dicom_is_ingested_and_stray_files_are_reported(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    root = tiny_tree(tmp_path / "mine", {"Normal": 1, "TB": 1})
+    pixels = np.random.default_rng(0).integers(0, 4095, (32, 32), dtype=np.uint16)
+    uid_named = root / "TB" / "1.2.840.113619.2.55.3.604688119"  # a scanner-style name
+    make_dicom(uid_named, pixels, bits_stored=12)
+    (root / "TB" / "report.docx").write_bytes(b"PK\x03\x04 not an image")
+    (root / "Normal" / "labels.csv").write_text("image,label\n")
+    (root / "Normal" / ".DS_Store").write_bytes(b"\x00" * 200)
+    work = tmp_path / "work"
+    code, err = run_cli(["ingest", str(root), "--out", str(work), "--workers", "1"], monkeypatch, capsys)  # fmt: skip
+    assert code == 0, err
+    df = read_manifest(work)
+    row = df[df["path"].str.endswith("604688119")]
+    assert len(row) == 1 and row["status"].iloc[0] == "ok" and row["TUBERCULOSIS"].iloc[0] == 1
+    summary = json.loads((work / "ingest_summary.json").read_text())
+    stray = summary["roots"][0]["not_ingested"]
+    assert stray["files"] == 2  # the hidden file is ignored
+    assert stray["by_reason"] == {"label or metadata file": 1, "not an image type": 1}
+    assert stray["examples"]["not an image type"] == [str(root / "TB" / "report.docx")]
+    assert "1 file left out of the manifest (not an image type: 1)" in err
+    assert "report.docx" in err and "labels.csv" not in err

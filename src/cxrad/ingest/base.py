@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 )
 """File name endings (case-insensitive) that adapters list as images."""
+METADATA_SUFFIXES: frozenset[str] = frozenset(
+    {".csv", ".tsv", ".txt", ".xml", ".json", ".md", ".xlsx", ".xls", ".pdf", ".html", ".yaml",
+     ".yml", ".parquet", ".py", ".ipynb", ".zip", ".gz", ".tar", ".npz", ".npy"}
+)  # fmt: skip
+"""Endings of label, metadata and archive files: expected beside images, never sniffed."""
 
 MISSING_FILE = "missing file"
 
@@ -71,8 +77,65 @@ def positive_labels(*present: str, absent: Iterable[str] = ()) -> dict[str, floa
 
 
 def is_image(path: Path) -> bool:
-    """True for a visible file whose suffix is an image type (see :data:`IMAGE_SUFFIXES`)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """True for a visible file that is an image: an image suffix, or a DICOM by its content.
+
+    Scanners often write DICOM files with no suffix or with a UID for a name
+    (``1.2.840.113619.2.55.3.604688119``), so a file whose suffix is neither an image type nor
+    a known label/metadata type (:data:`METADATA_SUFFIXES`) is sniffed for the ``DICM`` marker
+    (132 bytes read, no pixels).
+    """
+    if path.name.startswith("."):
+        return False
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    return suffix not in METADATA_SUFFIXES and is_dicom_file(path)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True if ``path`` carries the DICOM Part 10 marker (``DICM`` at byte 128)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def unlisted_files(folder: Path, listed: Iterable[str], limit: int = 5) -> dict[str, Any]:
+    """Visible files under ``folder`` that are not manifest rows, counted by why.
+
+    So that nothing is dropped silently: a label or metadata file is expected; an image in a
+    folder the adapter skips (``masks``) or a file that is not an image at all is reported.
+
+    Args:
+        folder: a dataset root an adapter read.
+        listed: the ``path`` column of that adapter's rows.
+        limit: example paths kept per reason.
+
+    Returns:
+        ``{"files": n, "by_reason": {reason: count}, "examples": {reason: [paths]}}``.
+    """
+    seen = {os.path.realpath(x) for x in listed}
+    by_reason: dict[str, int] = {}
+    examples: dict[str, list[str]] = {}
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in rel) or not p.is_file():
+            continue
+        if os.path.realpath(p) in seen:
+            continue
+        suffix = p.suffix.lower()
+        if suffix in METADATA_SUFFIXES:
+            reason = "label or metadata file"
+        elif is_image(p):
+            reason = "image the layout does not use (e.g. masks, another view)"
+        else:
+            reason = "not an image type"
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+        if len(examples.setdefault(reason, [])) < limit:
+            examples[reason].append(str(p))
+    return {"files": sum(by_reason.values()), "by_reason": by_reason, "examples": examples}
 
 
 def list_images(folder: Path, recursive: bool = False, skip_dirs: Sequence[str] = ()) -> list[Path]:

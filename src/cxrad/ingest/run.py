@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cxrad.errors import IngestError
-from cxrad.ingest.base import subdirs
+from cxrad.ingest.base import subdirs, unlisted_files
 from cxrad.ingest.registry import (
     check_folder,
     find_datasets,
@@ -129,7 +129,21 @@ def ingest(
             df = _rekey(df, folder, taken)
             notes.append(f"{folder}: ids overlap another {name} folder; prefixed with its name")
         taken.update(df["image_id"])
-        per_root.append({"root": str(folder), "format": name, "rows": len(df), "ok": _n_ok(df)})
+        unlisted = unlisted_files(folder, df["path"].dropna().astype(str))
+        per_root.append(
+            {"root": str(folder), "format": name, "rows": len(df), "ok": _n_ok(df),
+             "not_ingested": unlisted}
+        )  # fmt: skip
+        unexpected = {
+            r: n for r, n in unlisted["by_reason"].items() if r != "label or metadata file"
+        }
+        if unexpected:
+            first, n = next(iter(unexpected)), sum(unexpected.values())
+            notes.append(
+                f"{folder} ({name}): {n} file{'' if n == 1 else 's'} left out of the manifest ("
+                + ", ".join(f"{r}: {n}" for r, n in unexpected.items())
+                + f"); e.g. {unlisted['examples'][first][0]}"
+            )
         if len(df) and not _n_ok(df):
             notes.append(f"{folder} ({name}): no usable image; every row has a reason status")
         frames.append(df)
