@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from safetensors.torch import load_file
 
 from cxrad.manifest import manifest_hash, read_manifest, write_manifest
@@ -230,3 +231,34 @@ def test_movable_checkpoint_re_roots_saved_paths(tmp_path: Path) -> None:
     assert cb.best_model_path == f"{new}/best-epoch003.ckpt"
     assert list(cb.best_k_models) == [f"{new}/best-epoch003.ckpt"]
     assert cb.last_model_path == f"{new}/last.ckpt"
+
+
+def test_movable_checkpoint_shares_model_checkpoints_state_key() -> None:
+    kw = {"monitor": "val_macro_auroc", "mode": "max", "save_top_k": 1}
+    assert MovableCheckpoint(**kw).state_key == ModelCheckpoint(**kw).state_key
+    assert MovableCheckpoint(monitor=None).state_key == ModelCheckpoint(monitor=None).state_key
+
+
+def test_rerunning_a_finished_run_keeps_its_best_epoch(
+    run2: Path, tiny_work: Path, tmp_path: Path, caplog
+) -> None:
+    out = tmp_path / "again"
+    shutil.copytree(run2, out)
+    before = json.loads((run2 / "config.json").read_text())
+    weights = load_file(str(run2 / "model.safetensors"))
+    train(tiny_work, out=out, max_epochs=2, resume=True, **TINY)
+    after = json.loads((out / "config.json").read_text())
+    assert after["best_epoch"] == before["best_epoch"]
+    for k, v in load_file(str(out / "model.safetensors")).items():
+        assert torch.equal(v, weights[k]), k
+    # The callback's state gone from last.ckpt (another version, a hand-edited folder): the
+    # best-*.ckpt on disk is still found through the CSV log, with a warning, not last.ckpt.
+    last = out / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    state["callbacks"] = {}
+    torch.save(state, last)
+    (out / "config.json").unlink()
+    with caplog.at_level("WARNING", logger="cxrad.train.fit"):
+        train(tiny_work, out=out, max_epochs=2, resume=True, **TINY)
+    assert "lost track of its best epoch" in caplog.text
+    assert json.loads((out / "config.json").read_text())["best_epoch"] == before["best_epoch"]

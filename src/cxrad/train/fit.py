@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -186,7 +187,7 @@ def train(
     if trainer.global_rank != 0:
         return out
 
-    best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
+    best = _best_checkpoint(ckpt_cb, ckpt_dir, out / "logs" / "metrics.csv", last)
     state = torch.load(best, map_location="cpu", weights_only=True)
     best_epoch = int(state.get("epoch", -1))
     lit.model.load_state_dict(
@@ -250,7 +251,15 @@ class MovableCheckpoint(ModelCheckpoint):
     from the one saved in ``last.ckpt``: it forgets the best score, so a resumed run would take
     its next epoch as "best" even when an earlier one was better. Here the saved paths are
     re-rooted into the current folder instead, and the best score is kept.
+
+    Its ``state_key`` is ``ModelCheckpoint``'s, so checkpoints written by either class restore
+    into the other (Lightning matches callback state by class name).
     """
+
+    @property
+    def state_key(self) -> str:
+        key = super().state_key
+        return "ModelCheckpoint" + key.removeprefix(type(self).__qualname__)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -272,6 +281,42 @@ class MovableCheckpoint(ModelCheckpoint):
                 },
             }
         super().load_state_dict(state_dict)
+
+
+def _best_checkpoint(
+    ckpt_cb: ModelCheckpoint, ckpt_dir: Path, metrics_csv: Path, last: Path
+) -> Path:
+    """The checkpoint to ship: the callback's best, else the best-scoring ``best-*.ckpt`` on disk.
+
+    The callback can come back without its state (a checkpoint from another cxrad version, a
+    hand-edited folder); falling back to ``last.ckpt`` would then silently ship the last epoch.
+    Instead the ``best-*.ckpt`` files left on disk are ranked by the val AUROC that the CSV log
+    recorded for their epoch.
+    """
+    if ckpt_cb.best_model_path and Path(ckpt_cb.best_model_path).is_file():
+        return Path(ckpt_cb.best_model_path)
+    found = sorted(ckpt_dir.glob("best-epoch*.ckpt"))
+    if not found:
+        return last
+    scores: dict[int, float] = {}
+    if metrics_csv.is_file() and metrics_csv.stat().st_size:
+        log = pd.read_csv(metrics_csv)
+        if MONITOR in log.columns:
+            per_epoch = log.dropna(subset=[MONITOR]).groupby("epoch")[MONITOR].max()
+            scores = {int(e): float(v) for e, v in per_epoch.items()}
+
+    def score(path: Path) -> float:
+        m = re.fullmatch(r"best-epoch(\d+)(-v\d+)?", path.stem)
+        return scores.get(int(m.group(1)), -np.inf) if m else -np.inf
+
+    best = max(found, key=score)
+    logger.warning(
+        "the checkpoint callback lost track of its best epoch; using %s (val AUROC %.4f in %s)",
+        best.name,
+        score(best),
+        metrics_csv,
+    )
+    return best
 
 
 @torch.no_grad()
