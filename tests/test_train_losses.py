@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 from cxrad.train import (
     macro_auroc,
@@ -107,6 +107,29 @@ def test_val_metrics_match_sklearn_and_youden() -> None:
     j = lambda t: (pa[ya == 1] >= t).mean() - (pa[ya == 0] >= t).mean()  # noqa: E731
     best = max(j(t) for t in np.unique(pa))
     assert j(thr["A"]) == pytest.approx(best)
+
+
+def test_youden_threshold_sits_mid_gap_and_keeps_the_val_operating_point() -> None:
+    # Separable validation: every threshold in (0.2, 0.8] is perfect; the edge (0.8) would sit
+    # against the positives, the logit midpoint of 0.2 and 0.8 is 0.5.
+    y = np.array([[0.0], [0.0], [1.0], [1.0]])
+    p = np.array([[0.1], [0.2], [0.8], [0.9]])
+    assert youden_thresholds(p, y, ["A"])["A"] == pytest.approx(0.5)
+    p2 = np.array([[0.01], [0.02], [0.98], [0.99]])  # symmetric in logit space
+    assert youden_thresholds(p2, y, ["A"])["A"] == pytest.approx(0.5)
+    p3 = np.array([[0.0], [0.0], [1.0], [1.0]])  # saturated scores stay finite
+    assert youden_thresholds(p3, y, ["A"])["A"] == pytest.approx(0.5)
+    # Random overlapping scores: the same sensitivity and specificity on val as the ROC point.
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        yy = (rng.random(200) < 0.3).astype(float)
+        pp = np.clip(yy * 0.3 + rng.random(200) * 0.7, 0, 1).round(3)  # ties included
+        t = youden_thresholds(pp[:, None], yy[:, None], ["A"])["A"]
+        fpr, tpr, thr = roc_curve(yy, pp, drop_intermediate=False)
+        k = int(np.argmax(tpr - fpr))
+        assert (pp[yy == 1] >= t).mean() == pytest.approx(tpr[k])
+        assert (pp[yy == 0] >= t).mean() == pytest.approx(fpr[k])
+        assert thr[k + 1] < t <= thr[k]
 
 
 def test_warmup_cosine_schedule_shape() -> None:

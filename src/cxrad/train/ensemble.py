@@ -23,7 +23,12 @@ from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
 from cxrad.models import create_model, load_run, resolve_run, save_run
 from cxrad.models.ensemble import ENSEMBLE
 from cxrad.train.fit import git_commit, predict_probs
-from cxrad.train.metrics import macro_auroc, per_class_auroc, youden_thresholds
+from cxrad.train.metrics import (
+    THRESHOLD_METHOD,
+    macro_auroc,
+    per_class_auroc,
+    youden_thresholds,
+)
 from cxrad.train.setup import open_work_cache
 
 logger = logging.getLogger(__name__)
@@ -109,7 +114,7 @@ def ensemble_runs(
         "preprocess": {"size": size, "mode": mode},
         "activation": activation,
         "thresholds": youden_thresholds(probs, ds.labels, classes),
-        "threshold_method": "youden_j_on_val",
+        "threshold_method": THRESHOLD_METHOD,
         "manifest_hash": work_hash,
         "git_commit": git_commit(),
         "val_metrics": {"macro_auroc": macro_auroc(per_class), "auroc": per_class, "n": len(ds)},

@@ -34,7 +34,12 @@ from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
 from cxrad.models import Classifier, create_model, get_spec, probabilities, save_run
 from cxrad.options import suggest
 from cxrad.train.losses import pos_weight_from_labels
-from cxrad.train.metrics import macro_auroc, per_class_auroc, youden_thresholds
+from cxrad.train.metrics import (
+    THRESHOLD_METHOD,
+    macro_auroc,
+    per_class_auroc,
+    youden_thresholds,
+)
 from cxrad.train.module import LOSSES, CxrModule, to_unit_float
 from cxrad.train.setup import hardware, open_work_cache
 
@@ -211,7 +216,7 @@ def train(
         "preprocess": {"size": size, "mode": mode},
         "activation": activation,
         "thresholds": youden_thresholds(probs, val_ds.labels, classes),
-        "threshold_method": "youden_j_on_val",
+        "threshold_method": THRESHOLD_METHOD,
         "manifest_hash": manifest_hash(read_manifest(work)),
         "git_commit": git_commit(),
         "train": args,
