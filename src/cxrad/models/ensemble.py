@@ -30,10 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrad.errors import ModelError
-from cxrad.models.registry import Classifier, ModelSpec, create_model
-
-ENSEMBLE = "ensemble"
-"""The model name an ensemble run's config carries."""
+from cxrad.models.registry import ENSEMBLE, Classifier, ModelSpec, create_model
 
 
 class EnsembleNet(nn.Module):
@@ -76,18 +73,27 @@ def build_ensemble(
     ``load_run`` then fills in the weights of every member from the one safetensors file.
 
     Raises:
-        ModelError: no members, a nested ensemble, or members with different input sizes.
+        ModelError: no members, or a nested ensemble (see also :func:`ensemble_of`).
     """
     if not members:
         raise ModelError(
             "an ensemble is not trained; build one from trained runs with "
             "`cxrad ensemble RUN RUN ... --data WORK --out RUN`"
         )
-    nets = []
-    for m in members:
-        if m.get("name") == ENSEMBLE:
-            raise ModelError("an ensemble cannot contain another ensemble; list its members")
-        nets.append(create_model(m["name"], num_classes=num_classes, **m.get("kwargs", {})))
+    if any(m.get("name") == ENSEMBLE for m in members):
+        raise ModelError("an ensemble cannot contain another ensemble; list its members")
+    nets = [
+        create_model(m["name"], num_classes=num_classes, **m.get("kwargs", {})) for m in members
+    ]
+    return ensemble_of(nets, activation)
+
+
+def ensemble_of(nets: Sequence[Classifier], activation: str = "sigmoid") -> Classifier:
+    """Wrap ``nets`` (trained or not) in one :class:`Classifier` with the ensemble's contract.
+
+    Raises:
+        ModelError: members with different input sizes.
+    """
     sizes = {n.spec.input_size for n in nets}
     if len(sizes) > 1:
         raise ModelError(f"ensemble members expect different input sizes {sorted(sizes)}")

@@ -49,6 +49,9 @@ class ModelSpec:
         return d
 
 
+ENSEMBLE = "ensemble"
+"""The model name an ensemble run's config carries (see :mod:`cxrad.models.ensemble`)."""
+
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, tuple[Builder, ModelSpec]] = {}
 
@@ -78,7 +81,7 @@ def list_models() -> list[str]:
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``; unknown names raise with "did you mean"."""
     _ensure_loaded()
-    if name == "ensemble":
+    if name == ENSEMBLE:
         raise ModelError(
             "'ensemble' is not trained; train members with `cxrad train`, then build one with "
             "`cxrad ensemble RUN RUN ... --data WORK --out RUN`"
@@ -127,7 +130,7 @@ def create_model(name: str, num_classes: int = len(CLASSES), **kwargs: Any) -> C
     ``name="ensemble"`` with ``members=[...]`` builds an ensemble's shape
     (see :mod:`cxrad.models.ensemble`); ensembles are assembled from runs, never trained.
     """
-    if name == "ensemble":
+    if name == ENSEMBLE:
         from cxrad.models.ensemble import build_ensemble
 
         return build_ensemble(num_classes, **kwargs)

@@ -20,8 +20,8 @@ import cxrad
 from cxrad.data import CachedDataset
 from cxrad.errors import TrainError
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
-from cxrad.models import create_model, load_run, resolve_run, save_run
-from cxrad.models.ensemble import ENSEMBLE
+from cxrad.models import load_run, resolve_run, save_run
+from cxrad.models.ensemble import ENSEMBLE, ensemble_of
 from cxrad.train.fit import git_commit, predict_probs
 from cxrad.train.metrics import (
     THRESHOLD_METHOD,
@@ -85,10 +85,7 @@ def ensemble_runs(
     classes: list[str] = list(first["classes"])
     activation = str(first.get("activation", "sigmoid"))
     members = [{"name": c["model"]["name"], "kwargs": c["model"].get("kwargs", {})} for c in cfgs]
-    model = create_model(ENSEMBLE, len(classes), members=members, activation=activation)
-    for slot, (member, _) in zip(model.net.members, loaded, strict=True):
-        slot.load_state_dict(member.state_dict())
-    model.eval()
+    model = ensemble_of([m for m, _ in loaded], activation).eval()
 
     pre = first.get("preprocess") or {}
     size, mode = int(pre.get("size") or first["input"]["input_size"]), str(pre.get("mode"))
