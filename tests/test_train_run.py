@@ -105,20 +105,32 @@ class KillAtEpoch(Callback):
             raise Killed
 
 
-def test_resume_after_kill_matches_uninterrupted_run(
-    run2: Path, tiny_work: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "resumed"
+def kill_after_first_epoch(work: Path, out: Path) -> Path:
+    """A 2-epoch run into ``out`` that crashes when epoch 1 starts (epoch 0 is checkpointed)."""
     with pytest.raises(Killed):
-        train(tiny_work, out=out, max_epochs=2, callbacks=[KillAtEpoch(1)], **TINY)
-    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "config.json").exists()
-    train(tiny_work, out=out, max_epochs=2, resume=True, **TINY)
-    a = json.loads((run2 / "config.json").read_text())
-    b = json.loads((out / "config.json").read_text())
-    assert b["epochs_run"] == 2 and b["best_epoch"] == a["best_epoch"]
+        train(work, out=out, max_epochs=2, callbacks=[KillAtEpoch(1)], **TINY)
+    return out
+
+
+def assert_same_selection(reference: Path, run: Path) -> dict:
+    """``run`` picked the same best epoch, with the same val AUROC, as ``reference``; its config."""
+    a = json.loads((reference / "config.json").read_text())
+    b = json.loads((run / "config.json").read_text())
+    assert b["best_epoch"] == a["best_epoch"]
     assert b["val_metrics"]["macro_auroc"] == pytest.approx(
         a["val_metrics"]["macro_auroc"], abs=1e-6
     )
+    return b
+
+
+def test_resume_after_kill_matches_uninterrupted_run(
+    run2: Path, tiny_work: Path, tmp_path: Path
+) -> None:
+    out = kill_after_first_epoch(tiny_work, tmp_path / "resumed")
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "config.json").exists()
+    train(tiny_work, out=out, max_epochs=2, resume=True, **TINY)
+    b = assert_same_selection(run2, out)
+    assert b["epochs_run"] == 2
     wa, wb = load_file(str(run2 / "model.safetensors")), load_file(str(out / "model.safetensors"))
     for k in wa:
         assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5), k
@@ -190,23 +202,16 @@ def test_cli_errors_are_one_line(tiny_work: Path, tmp_path: Path, monkeypatch, c
 def test_resume_in_a_moved_run_folder_keeps_the_best_epoch(
     run2: Path, tiny_work: Path, tmp_path: Path
 ) -> None:
-    before = tmp_path / "before"
-    with pytest.raises(Killed):
-        train(tiny_work, out=before, max_epochs=2, callbacks=[KillAtEpoch(1)], **TINY)
+    before = kill_after_first_epoch(tiny_work, tmp_path / "before")
     after = tmp_path / "elsewhere" / "after"
     after.parent.mkdir()
     before.rename(after)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*dirpath has changed.*")
         train(tiny_work, out=after, max_epochs=2, resume=True, **TINY)
-    a = json.loads((run2 / "config.json").read_text())
-    b = json.loads((after / "config.json").read_text())
-    assert b["best_epoch"] == a["best_epoch"]
-    assert b["val_metrics"]["macro_auroc"] == pytest.approx(
-        a["val_metrics"]["macro_auroc"], abs=1e-6
-    )
+    b = assert_same_selection(run2, after)
     assert [p.name for p in (after / "checkpoints").glob("best-*.ckpt")] == [
-        f"best-epoch{a['best_epoch']:03d}.ckpt"
+        f"best-epoch{b['best_epoch']:03d}.ckpt"
     ]
 
 
