@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from cxrad.ingest import ingest
+from cxrad.labels import CLASSES
 
 pytestmark = pytest.mark.data
 
@@ -60,7 +61,36 @@ def test_nih_labels_match_the_label_file(everything, shared_data: Path) -> None:
     for finding, cls in [("Pneumonia", "PNEUMONIA"), ("Pleural_Thickening", "PLEURAL_THICKENING"), ("No Finding", "NORMAL")]:  # fmt: skip
         expected = table["Finding Labels"].str.split("|").map(lambda f, x=finding: x in f)
         assert (nih[cls] == expected.astype("float32")).all(), finding
-    assert nih["COVID_19"].isna().all() and nih["TUBERCULOSIS"].isna().all()
+    # Provenance rules: NIH predates COVID-19; a No Finding film is 0 for TB, the rest unknown.
+    assert (nih["COVID_19"] == 0).all()
+    normal = nih["NORMAL"] == 1
+    assert (nih.loc[normal, "TUBERCULOSIS"] == 0).all()
+    assert nih.loc[~normal, "TUBERCULOSIS"].isna().all()
+
+
+def test_provenance_rules_fill_known_absences(everything) -> None:
+    df, summary = everything
+    for source in ("nih", "kaggle-pediatric", "tbx11k"):
+        assert (_ok(df, source)["COVID_19"] == 0).all(), source
+    normal = df[(df["status"] == "ok") & (df["NORMAL"] == 1)]
+    assert not normal[[c for c in CLASSES if c != "NORMAL"]].isna().any().any()
+    assert not normal[[c for c in CLASSES if c != "NORMAL"]].eq(1).any().any()
+    lp = summary["label_provenance"]
+    assert lp["set_by_rules"]["nih"]["pre_covid_nih"]["COVID_19"] > 0
+    assert lp["counts"]["nih"]["COVID_19"] == {"1": 0, "0": 1289, "nan": 0}
+    assert {r["name"] for r in lp["rules"]} >= {"normal_has_no_finding", "pre_covid_kermany"}
+
+
+def test_covid_cxnet_and_radiography_sites(everything) -> None:
+    df, _ = everything
+    cx = _ok(df, "covid-cxnet")
+    assert len(cx) == 188 and (cx["COVID_19"] == 1).all() and (cx["NORMAL"] == 0).all()
+    assert cx["patient_id"].notna().all() and cx["patient_id"].nunique() == 137
+    assert cx["site"].notna().all()
+    rad = _ok(df, "covid19-radiography")
+    normal_sites = set(rad.loc[rad["NORMAL"] == 1, "site"].dropna())
+    assert normal_sites == {"kaggle:rsna", "kaggle:kermany"}
+    assert rad["site"].notna().all()
 
 
 def test_ieee8023_counts_cross_checked(everything, shared_data: Path) -> None:
@@ -95,8 +125,8 @@ def test_ieee8023_counts_cross_checked(everything, shared_data: Path) -> None:
 
 def test_summary_counts_everything(everything) -> None:
     df, summary = everything
-    assert summary["rows"] == len(df) == 41820
-    assert summary["ok"] == 5840 + 2500 + 1289 + 650 + 431
+    assert summary["rows"] == len(df) == 41820 + 188
+    assert summary["ok"] == 5840 + 2500 + 1289 + 650 + 431 + 188
     assert sum(summary["per_status"].values()) == len(df)
     assert summary["per_source"]["covidx"] == {
         "rows": 30882,
@@ -106,7 +136,7 @@ def test_summary_counts_everything(everything) -> None:
     }
     notes = "\n".join(summary["notes"])
     assert "README.md: a file" in notes and "fixtures: no known layout" in notes
-    assert summary["per_class"]["COVID_19"] == 2000 + 343
+    assert summary["per_class"]["COVID_19"] == 2000 + 343 + 188
     assert df["patient_id"].dropna().str.contains(":").all()
 
 

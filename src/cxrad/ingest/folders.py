@@ -26,6 +26,7 @@ from cxrad.ingest.base import (
     split_name,
     subdirs,
 )
+from cxrad.ingest.sites import add_radiography_sites
 from cxrad.labels import CLASSES
 from cxrad.manifest import STATUS_OK, make_rows
 
@@ -169,7 +170,8 @@ def _radiography_labels(name: str) -> tuple[dict[str, float] | None, str]:
 def read_radiography(root: Path) -> pd.DataFrame:
     """COVID-19 Radiography Database: class folders, optional ``images/``; ``masks/`` ignored."""
     base = require_base(root, _radiography_ok, _RAD_WRAPPERS, _RAD_LAYOUT)
-    return _folder_rows(RADIOGRAPHY, base, [(base, None)], _radiography_labels, recursive=True)
+    rows = _folder_rows(RADIOGRAPHY, base, [(base, None)], _radiography_labels, recursive=True)
+    return add_radiography_sites(base, rows)
 
 
 # ---------------------------------------------------------------- Tuberculosis Chest X-ray DB

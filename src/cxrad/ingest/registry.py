@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cxrad.errors import IngestError
 from cxrad.ingest.base import Adapter, subdirs
+from cxrad.ingest.cxnet import CXNET_ADAPTER
 from cxrad.ingest.folders import FOLDER_ADAPTERS, GENERIC_ADAPTER
 from cxrad.ingest.labelfiles import LABELFILE_ADAPTERS
 from cxrad.ingest.tables import TABLE_ADAPTERS
@@ -15,7 +16,14 @@ from cxrad.options import suggest
 logger = logging.getLogger(__name__)
 
 ADAPTERS: dict[str, Adapter] = {
-    a.name: a for a in (*TABLE_ADAPTERS, *LABELFILE_ADAPTERS, *FOLDER_ADAPTERS, GENERIC_ADAPTER)
+    a.name: a
+    for a in (
+        *TABLE_ADAPTERS,
+        CXNET_ADAPTER,
+        *LABELFILE_ADAPTERS,
+        *FOLDER_ADAPTERS,
+        GENERIC_ADAPTER,
+    )
 }
 """Every known layout, most specific first; the generic class-folder adapter is last."""
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from cxrad.errors import IngestError
 from cxrad.ingest.base import subdirs, unlisted_files
+from cxrad.ingest.provenance import apply_rules, label_counts, rules_table
 from cxrad.ingest.registry import (
     check_folder,
     find_datasets,
@@ -149,6 +150,7 @@ def ingest(
         frames.append(df)
     frames = [f for f in frames if len(f)]
     manifest = pd.concat(frames, ignore_index=True) if frames else empty_manifest()
+    manifest, filled = apply_rules(manifest)
     validate(manifest)
     if hash_images:
         from cxrad.manifest.hashing import add_hashes
@@ -156,6 +158,11 @@ def ingest(
         manifest = add_hashes(manifest, workers=workers, progress=progress)
     summary = summarize(manifest)
     summary.update(roots=per_root, notes=notes, hashed=hash_images)
+    summary["label_provenance"] = {
+        "rules": rules_table(),
+        "set_by_rules": filled,
+        "counts": label_counts(manifest[manifest["status"] == STATUS_OK]),
+    }
     return manifest, summary
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrad.errors import ManifestError
-from cxrad.manifest.schema import BASE_COLUMNS, SPLIT_COLUMNS, validate
+from cxrad.manifest.schema import BASE_COLUMNS, OPTIONAL_COLUMNS, SPLIT_COLUMNS, validate
 
 MANIFEST_NAME = "manifest.parquet"
 
@@ -41,6 +41,9 @@ def read_manifest(work: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise ManifestError(f"{path} not found; create it with `cxrad ingest DIR... --out {p}`")
     df = pd.read_parquet(path)
+    for col, default in OPTIONAL_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = default
     dtypes = {c: t for c, t in {**BASE_COLUMNS, **SPLIT_COLUMNS}.items() if c in df.columns}
     return validate(df.astype(dtypes))
 

@@ -17,6 +17,9 @@ from cxrad.labels import CLASSES
 
 STATUS_OK = "ok"
 
+OPTIONAL_COLUMNS: dict[str, object] = {"site": None}
+"""Base columns added after the first release: an older manifest lacks them and reads as null."""
+
 # name -> pandas dtype. Strings are pandas' nullable "string" so that nulls stay nulls.
 BASE_COLUMNS: dict[str, str] = {
     "image_id": "string",  # unique across the manifest: "<source>/<path relative to its root>"
@@ -25,6 +28,7 @@ BASE_COLUMNS: dict[str, str] = {
     "official_split": "string",  # the dataset's own split ("train"/"val"/"test") or null
     "patient_id": "string",  # "<source>:<id>" so ids never collide across datasets; null if unknown
     "view": "string",  # PA / AP / LL ... or null
+    "site": "string",  # where the film was taken or collected (sub-source), or null
     **{c: "float32" for c in CLASSES},
     "label_source": "string",  # where the labels came from: "folder:PNEUMONIA", "Data_Entry_2017.csv"
     "raw_label": "string",  # the dataset's own label text, unmapped
