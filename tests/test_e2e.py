@@ -73,7 +73,8 @@ def test_every_stage_through_the_cli(dataset: Path, tmp_path: Path) -> None:
     )
     config = json.loads((run / "config.json").read_text())
     assert config["classes"] == ["NORMAL", "PNEUMONIA"]
-    assert set(config["thresholds"]) == {"NORMAL", "PNEUMONIA"}
+    assert set(config["operating_points"]) == {"NORMAL", "PNEUMONIA"}
+    assert config["decision"]["policy"] == "triage_gate"
 
     cx("evaluate", run, "--data", work, "--n-boot", "100")
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
@@ -85,14 +86,14 @@ def test_every_stage_through_the_cli(dataset: Path, tmp_path: Path) -> None:
     assert len(records) == 1
     rec = records[0]
     assert rec["status"] == "ok"
-    assert set(rec["findings"]) == {"NORMAL", "PNEUMONIA"}
-    assert 0.0 <= rec["abnormal_score"] <= 1.0
-    assert rec["abnormal_score"] == pytest.approx(1 - rec["findings"]["NORMAL"])
+    assert set(rec["probabilities"]) == {"NORMAL", "PNEUMONIA"}
+    assert rec["abnormal_score"] == rec["triage"]["score"]
+    assert rec["normal"] == (rec["triage"]["score"] < rec["triage"]["threshold"])
 
     cx("export", run, "--format", "onnx")
     onnx_records = json.loads(cx("predict", image, "--model", run, "--backend", "onnx"))
-    assert onnx_records[0]["findings"]["PNEUMONIA"] == pytest.approx(
-        rec["findings"]["PNEUMONIA"], abs=1e-4
+    assert onnx_records[0]["probabilities"]["PNEUMONIA"] == pytest.approx(
+        rec["probabilities"]["PNEUMONIA"], abs=1e-4
     )
 
 

@@ -85,8 +85,8 @@ def test_onnx_predictor_matches_torch_predictor(run: Path, exported: Path, tmp_p
     assert onnx_pred.engine.path == exported  # reuses the fresh export
     onnx_recs = list(onnx_pred.predict_many([tmp_path]))
     for a, b in zip(torch_recs, onnx_recs, strict=True):
-        assert a["path"] == b["path"] and a["status"] == b["status"] == "ok"
-        pa, pb = (np.array(list(r["findings"].values())) for r in (a, b))
+        assert a["image"] == b["image"] and a["status"] == b["status"] == "ok"
+        pa, pb = (np.array(list(r["probabilities"].values())) for r in (a, b))
         np.testing.assert_allclose(pb, pa, atol=1e-4, rtol=0)
         assert a["abnormal_score"] == pytest.approx(b["abnormal_score"], abs=1e-4)
 

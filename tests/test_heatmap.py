@@ -140,10 +140,10 @@ def test_predictor_writes_overlays_for_positive_findings_only(tmp_path: Path) ->
     bright_only = np.full((S, S), 128, np.uint8)
     Image.fromarray(bright_only).save(tmp_path / "in" / "flat.png")
     out = tmp_path / "heat"
-    recs = {Path(r["path"]).name: r for r in pred.predict_many([tmp_path / "in"], heatmaps_dir=out)}
+    recs = {Path(r["image"]).name: r for r in pred.predict_many([tmp_path / "in"], heatmaps_dir=out)}
     both, flat = recs["both.png"], recs["flat.png"]
     assert both["positive"] == ["MASS", "PNEUMOTHORAX"]
-    assert flat["positive"] == ["NORMAL"] and flat["heatmaps"] == {}  # NORMAL gets no map
+    assert flat["positive"] == [] and flat["normal"] is True and flat["heatmaps"] == {}
     assert both["heatmaps"] == {c: str(out / f"both__{c}.png") for c in ("MASS", "PNEUMOTHORAX")}
     assert quadrant_mass(np.load(out / "both__MASS.npy"), "tr") > 0.9
     assert quadrant_mass(np.load(out / "both__PNEUMOTHORAX.npy"), "bl") > 0.9

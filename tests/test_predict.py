@@ -22,7 +22,10 @@ from cxrad.predict import Predictor, find_inputs
 
 CLASSES = ["EFFUSION", "NORMAL", "PNEUMONIA"]
 SIZE = 128  # the seed FCN halves seven times: 128 px is its smallest input
-RECORD_KEYS = {"path", "status", "findings", "positive", "abnormal_score", "model"}
+RECORD_KEYS = {
+    "image", "path", "status", "code", "reason", "normal", "triage", "findings", "probabilities",
+    "gate", "ood", "run", "positive", "abnormal_score",
+}  # fmt: skip
 
 
 def make_run(path: Path, thresholds: dict[str, float] | None = None) -> Path:
@@ -132,36 +135,43 @@ def test_path_array_and_pil_give_the_same_probabilities(
     by_path = predictor.predict(path)
     by_array = predictor.predict(img)
     by_pil = predictor.predict(Image.fromarray(img))
-    p = np.array(list(by_path["findings"].values()))
+    p = np.array(list(by_path["probabilities"].values()))
     for other in (by_array, by_pil):
-        np.testing.assert_allclose(list(other["findings"].values()), p, atol=1e-6)
+        np.testing.assert_allclose(list(other["probabilities"].values()), p, atol=1e-6)
     # raw 16-bit detector values or 0-255 floats are scaled by their own range, like [0, 1] floats
     unit = predictor.prepare(img.astype(np.float32) / 255)
     for wide in (img.astype(np.uint16) * 257, img.astype(np.float64), img.astype(np.int32) - 1000):
         diff = predictor.prepare(wide).astype(int) - unit.astype(int)
         assert np.abs(diff).max() <= 1, wide.dtype
-    assert by_path["path"] == str(path) and by_array["path"] == "<array>"
+    assert by_path["image"] == str(path) and by_array["image"] == "<array>"
 
 
 def test_record_schema_and_values(predictor: Predictor) -> None:
     rec = predictor.predict(chest(5))
     assert set(rec) == RECORD_KEYS
-    assert rec["status"] == "ok" and rec["model"] == "seed-fcn"
-    assert list(rec["findings"]) == CLASSES
-    p = np.array(list(rec["findings"].values()))
+    assert rec["status"] == "ok" and rec["run"]["name"] == "seed-fcn"
+    assert rec["code"] is None and rec["reason"] is None
+    assert list(rec["probabilities"]) == CLASSES
+    p = np.array(list(rec["probabilities"].values()))
     assert np.all((p > 0) & (p < 1))
     # thresholds 0 / 1 / 1 from the run: only EFFUSION can be positive
+    assert rec["findings"] == [
+        {"class": "EFFUSION", "probability": rec["probabilities"]["EFFUSION"], "threshold": 0.0}
+    ]
     assert rec["positive"] == ["EFFUSION"]
-    assert rec["abnormal_score"] == pytest.approx(1 - rec["findings"]["NORMAL"])
+    # an old-format run: triage is 1 - p(NORMAL) against 1 - NORMAL's threshold (here 0)
+    assert rec["normal"] is False and rec["triage"]["threshold"] == 0.0
+    assert rec["abnormal_score"] == rec["triage"]["score"]
     assert rec["abnormal_score"] == pytest.approx(float(abnormal_score(p, CLASSES)))
 
 
 def test_fixed_threshold_mode(run: Path, predictor: Predictor) -> None:
-    probs = predictor.predict(chest(5))["findings"]
-    middle = sorted(probs.values())[1]
-    p = Predictor.from_run(run, threshold_mode="fixed", threshold=middle)
+    probs = predictor.predict(chest(5))["probabilities"]
+    findings = {c: v for c, v in probs.items() if c != "NORMAL"}
+    low = min(findings.values())
+    p = Predictor.from_run(run, threshold_mode="fixed", threshold=low)
     rec = p.predict(chest(5))
-    assert rec["positive"] == [c for c in CLASSES if probs[c] >= middle]
+    assert rec["positive"] == sorted(findings, key=lambda c: -findings[c])  # NORMAL is no finding
     assert len(rec["positive"]) == 2
     with pytest.raises(PredictError, match="Did you mean 'val'"):
         Predictor.from_run(run, threshold_mode="vall")
@@ -174,13 +184,16 @@ def test_predict_raises_but_predict_many_records_bad_files(
         predictor.predict(folder / "notes.png")
     seen: list[tuple[int, int]] = []
     recs = list(predictor.predict_many([folder], progress=lambda d, t: seen.append((d, t))))
-    status = {Path(r["path"]).name: r["status"] for r in recs}
+    status = {Path(r["image"]).name: r["status"] for r in recs}
+    reason = {Path(r["image"]).name: r["reason"] for r in recs}
     assert status["a.png"] == status["b.jpg"] == status["c.png"] == "ok"
-    assert status["notes.png"].startswith("error: not an image")
-    assert status["truncated.png"].startswith("error: truncated image")
+    assert status["notes.png"] == status["truncated.png"] == "error"
+    assert reason["notes.png"].startswith("not an image")
+    assert reason["truncated.png"].startswith("truncated image")
     assert all(set(r) == RECORD_KEYS for r in recs)
     bad = [r for r in recs if r["status"] != "ok"]
-    assert all(r["findings"] == {} and r["abnormal_score"] is None for r in bad)
+    assert all(r["findings"] == [] and r["abnormal_score"] is None for r in bad)
+    assert all(r["normal"] is None and r["code"] for r in bad)
     assert seen == [(0, 5), (4, 5), (5, 5)]  # batch size 4
 
 
@@ -197,11 +210,11 @@ def test_predict_many_needs_inputs_and_keeps_heatmaps_out_of_them(
 def test_batching_does_not_change_results(run: Path, folder: Path) -> None:
     one = list(Predictor.from_run(run, batch_size=1).predict_many([folder]))
     many = list(Predictor.from_run(run, batch_size=16).predict_many([folder]))
-    assert [r["path"] for r in one] == [r["path"] for r in many]
+    assert [r["image"] for r in one] == [r["image"] for r in many]
     for a, b in zip(one, many, strict=True):
         assert a["status"] == b["status"]
-        for c in a["findings"]:
-            assert a["findings"][c] == pytest.approx(b["findings"][c], abs=1e-5)
+        for c in a["probabilities"]:
+            assert a["probabilities"][c] == pytest.approx(b["probabilities"][c], abs=1e-5)
 
 
 # -- CLI ---------------------------------------------------------------------------------------
@@ -228,8 +241,8 @@ def test_cli_csv_and_heatmaps(run: Path, folder: Path, tmp_path: Path, capsys, m
     code, out, err = cli([*args, "--format", "csv", "--heatmaps", str(hm)], capsys, monkeypatch)
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert [Path(r["path"]).name for r in rows] == ["a.png", "b.jpg", "c.png"]
-    assert list(rows[0])[:5] == ["path", "status", "abnormal_score", "positive", "model"]
+    assert [Path(r["image"]).name for r in rows] == ["a.png", "b.jpg", "c.png"]
+    assert list(rows[0])[:4] == ["image", "status", "code", "reason"]
     assert all(r["positive"] == "EFFUSION" and 0 < float(r["EFFUSION"]) < 1 for r in rows)
     # heatmaps mirror the folder argument's layout, one .png + .npy per positive finding
     assert sorted(p.relative_to(hm).as_posix() for p in hm.rglob("*.*")) == [
@@ -311,12 +324,12 @@ def test_cli_on_real_files_png_jpeg_dicom_rgba(
     )
     assert code == 0, err
     recs = [json.loads(line) for line in out.splitlines()]
-    assert [r["path"] for r in recs] == files
+    assert [r["image"] for r in recs] == files
     for r in recs:
         assert set(r) == RECORD_KEYS and r["status"] == "ok", r
-        assert list(r["findings"]) == CLASSES
+        assert list(r["probabilities"]) == CLASSES
         assert 0 <= r["abnormal_score"] <= 1
-    assert len({tuple(r["findings"].values()) for r in recs}) == len(
+    assert len({tuple(r["probabilities"].values()) for r in recs}) == len(
         recs
     )  # really different inputs
 
@@ -328,11 +341,11 @@ def test_real_folder_with_a_truncated_copy(run: Path, real_files, tmp_path: Path
     (tmp_path / "in" / "good.png").write_bytes(data)
     (tmp_path / "in" / "half.png").write_bytes(data[: len(data) // 2])
     recs = list(Predictor.from_run(run).predict_many([tmp_path / "in"]))
-    assert [(Path(r["path"]).name, r["status"].split(":")[0]) for r in recs] == [
+    assert [(Path(r["image"]).name, r["status"]) for r in recs] == [
         ("good.png", "ok"),
         ("half.png", "error"),
     ]
-    assert "truncated" in recs[1]["status"]
+    assert "truncated" in recs[1]["reason"]
 
 
 @pytest.mark.data

@@ -1,7 +1,7 @@
 """Stage 10, cli: ``cxrad predict PATH...`` and ``cxrad export RUN``.
 
 Exit codes of ``predict``: 0 when every image was read, 1 when some could not be (their records
-are still written, with ``status = "error: <reason>"``), 2 on a user error (no inputs, no model,
+are still written, with ``status = "error"``, a ``code`` and a ``reason``), 2 on a user error (no inputs, no model,
 bad option) with a one-line reason.
 """
 
@@ -52,7 +52,7 @@ def predict(
     threshold_mode: str = typer.Option(
         "val",
         "--threshold-mode",
-        help="val: per-class thresholds picked on validation; fixed: --threshold for every class",
+        help="val: each class's operating point from the run; fixed: --threshold for every class",
     ),
     threshold: float = typer.Option(
         0.5, "--threshold", min=0.0, max=1.0, help="cut-off for --threshold-mode fixed"
@@ -63,7 +63,7 @@ def predict(
 ) -> None:
     """Find what looks abnormal in chest X-rays, and where.
 
-    Writes one record per image to stdout (nothing else goes there): path, status ("ok" or "error: <reason>"), findings (a probability per class), positive (classes over their thresholds), abnormal_score (higher = more abnormal), model, and heatmaps with --heatmaps.
+    Writes one record per image to stdout (nothing else goes there): image, status ("ok" or "error", with code and reason), normal (the triage decision), triage (score, higher = more abnormal, and its threshold), findings (the positive findings, sorted by probability, each with its threshold; none on a film triage calls normal), probabilities (calibrated, per class), run, and heatmaps with --heatmaps. positive and abnormal_score are kept as aliases.
 
     Exit code 0 if every image was read, 1 if some were not (their records are still written), 2 on a usage error.
     """

@@ -14,10 +14,43 @@ from cxrad.models.registry import (
     list_models,
     register_model,
 )
-from cxrad.models.run import load_run, probabilities, read_config, resolve_run, save_run
+from cxrad.models.calibrate import DEFAULT_RULE, Rule, parse_rule, recalibrate
+from cxrad.models.config import (
+    CONFIG_VERSION,
+    Decision,
+    InputContract,
+    ModelRef,
+    OperatingPoint,
+    Preprocess,
+    RunConfig,
+)
+from cxrad.models.decision import DecisionStep, Decisions, calibrated
+from cxrad.models.run import (
+    build_model,
+    load_run,
+    probabilities,
+    read_config,
+    resolve_run,
+    save_run,
+)
 
 __all__ = [
+    "CONFIG_VERSION",
+    "DEFAULT_RULE",
     "Classifier",
+    "Decision",
+    "DecisionStep",
+    "Decisions",
+    "InputContract",
+    "ModelRef",
+    "OperatingPoint",
+    "Preprocess",
+    "Rule",
+    "RunConfig",
+    "build_model",
+    "calibrated",
+    "parse_rule",
+    "recalibrate",
     "ModelSpec",
     "count_parameters",
     "create_model",

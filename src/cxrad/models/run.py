@@ -1,25 +1,27 @@
 """Stage 6, models: a run directory is ``model.safetensors`` + ``config.json``, nothing pickled.
 
-``config.json`` holds everything needed to rebuild and use the model: its registry name and
-builder arguments, the class list, the input contract, per-class thresholds picked on
-validation, an optional temperature, the manifest hash of the training data and the git commit.
+``config.json`` is read and written only through :class:`~cxrad.models.config.RunConfig`.
+Loading a run rebuilds the model with the input contract the run recorded (size,
+normalisation, Grad-CAM layer), not with whatever the registry says today.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from cxrad.errors import ModelError
-from cxrad.models.registry import Classifier, create_model
+from cxrad.models.config import CONFIG, InputContract, RunConfig
+from cxrad.models.registry import ENSEMBLE, Classifier, create_model
 
 WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 DEFAULT_RUN = Path(__file__).resolve().parent.parent / "assets" / "default"
 
 
@@ -41,61 +43,81 @@ def resolve_run(run: str | Path) -> Path:
     return path
 
 
-def save_run(run_dir: str | Path, model: Classifier, config: dict[str, Any]) -> Path:
-    """Write weights and config atomically into ``run_dir``.
+def save_run(
+    run_dir: str | Path, model: Classifier, config: RunConfig | Mapping[str, Any]
+) -> Path:
+    """Write weights and config atomically into ``run_dir``; the model's contract is recorded.
 
-    ``config`` must contain ``model`` (``{"name": ..., "kwargs": {...}}``) and ``classes``.
+    ``config`` may still be an old-style dict (``model`` and ``classes`` at least).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for key in ("model", "classes"):
-        if key not in config:
-            raise ValueError(f"run config needs {key!r}")
-    config = {**config, "input": model.spec.contract()}
+    if not isinstance(config, RunConfig):
+        config = RunConfig.from_dict({**config, "input": model.spec.contract()})
+    config = config.evolve(input=InputContract(**model.spec.contract()))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp_w = run_dir / f".{WEIGHTS}.tmp"
     save_file(state, str(tmp_w))
-    tmp_c = run_dir / f".{CONFIG}.tmp"
-    tmp_c.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     os.replace(tmp_w, run_dir / WEIGHTS)
-    os.replace(tmp_c, run_dir / CONFIG)
+    config.save(run_dir)
     return run_dir
 
 
-def read_config(run: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a run (``"default"`` allowed)."""
-    return json.loads((resolve_run(run) / CONFIG).read_text())
+def read_config(run: str | Path) -> RunConfig:
+    """The :class:`RunConfig` of a run (``"default"`` allowed)."""
+    return RunConfig.load(resolve_run(run))
 
 
-def load_run(
-    run: str | Path, device: str | torch.device = "cpu"
-) -> tuple[Classifier, dict[str, Any]]:
+def build_model(config: RunConfig) -> Classifier:
+    """An untrained model shaped as ``config`` records, with the recorded input contract."""
+    m = config.model
+    model = create_model(m.name, num_classes=len(config.classes), **m.kwargs)
+    if m.name == ENSEMBLE:
+        return model  # members normalise their own input; the wrapper is the identity
+    c = config.input
+    cam = c.cam_layer or model.spec.cam_layer
+    model.spec = replace(model.spec, input_size=c.input_size, mean=c.mean, std=c.std, cam_layer=cam)
+    model.mean.fill_(float(c.mean))
+    model.std.fill_(float(c.std))
+    return model
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, RunConfig]:
     """Rebuild the model of a run in eval mode, with its weights; return it and its config.
 
     Example:
         >>> model, cfg = load_run("default")
-        >>> cfg["classes"][:2]
-        ['ATELECTASIS', 'CARDIOMEGALY']
+        >>> cfg.classes[:2]
+        ('ATELECTASIS', 'CARDIOMEGALY')
     """
     path = resolve_run(run)
-    cfg = json.loads((path / CONFIG).read_text())
-    m = cfg["model"]
-    model = create_model(m["name"], num_classes=len(cfg["classes"]), **m.get("kwargs", {}))
+    cfg = RunConfig.load(path)
+    model = build_model(cfg)
     try:
         state = load_file(str(path / WEIGHTS), device=str(device))
         model.load_state_dict(state)
     except (RuntimeError, OSError) as e:
-        raise ModelError(f"weights in {path / WEIGHTS} do not fit model {m['name']!r}: {e}") from e
+        raise ModelError(
+            f"weights in {path / WEIGHTS} do not fit model {cfg.model.name!r}: {e}"
+        ) from e
     return model.to(device).eval(), cfg
 
 
-def probabilities(logits: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
-    """Turn logits into probabilities the way the run was trained.
+def probabilities(
+    logits: torch.Tensor, config: RunConfig | Mapping[str, Any] | None = None
+) -> torch.Tensor:
+    """Turn logits into calibrated probabilities the way the run decides (torch in, torch out).
 
-    Multi-label runs (the default) use a sigmoid per class; ``--loss softmax`` runs use a softmax.
-    A ``temperature`` fitted on validation, if present in the config, divides the logits first.
+    The torch twin of :func:`cxrad.models.decision.calibrated`: per-class temperature, then
+    the activation. A plain ``{"activation": ...}`` mapping gives uncalibrated probabilities
+    (training metrics, before any temperature is fitted).
     """
-    logits = logits / float(config.get("temperature") or 1.0)
-    if config.get("activation", "sigmoid") == "softmax":
-        return torch.softmax(logits, dim=-1)
-    return torch.sigmoid(logits)
+    if isinstance(config, RunConfig):
+        activation, temps = config.activation, np.asarray(config.temperatures())
+    else:
+        activation = str((config or {}).get("activation") or "sigmoid")
+        temps = np.ones(logits.shape[-1])
+    t = torch.as_tensor(temps, dtype=logits.dtype, device=logits.device)
+    z = logits / t
+    return torch.softmax(z, dim=-1) if activation == "softmax" else torch.sigmoid(z)
+

@@ -2,8 +2,11 @@
 
 The exported graph is the whole :class:`~cxrad.models.Classifier`, input normalisation
 included, so ONNX Runtime takes the same ``(B, 1, S, S)`` [0, 1] images as PyTorch. The batch
-axis is dynamic. The SHA-256 of ``model.safetensors`` is stored in the ONNX metadata: an ONNX
-file whose weights no longer match its run is re-exported instead of silently used.
+axis is dynamic. The run's whole :class:`~cxrad.models.RunConfig` (activation, temperatures,
+operating points, triage, preprocessing) is embedded in the ONNX ``metadata_props``, so the
+``.onnx`` file alone reproduces the run's decisions (:func:`onnx_run_config`). The SHA-256 of
+``model.safetensors`` is stored too: an ONNX file whose weights no longer match its run is
+re-exported instead of silently used.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 
 from cxrad.errors import PredictError
-from cxrad.models import load_run, resolve_run
+from cxrad.models import RunConfig, load_run, resolve_run
 from cxrad.models.run import WEIGHTS
 
 logger = logging.getLogger(__name__)
@@ -29,6 +32,8 @@ OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 _SHA_KEY = "cxrad_weights_sha256"
+CONFIG_KEY = "cxrad_run_config"
+"""ONNX metadata key holding the run's ``config.json`` (the :class:`RunConfig` JSON)."""
 
 
 def weights_sha256(run_dir: Path) -> str:
@@ -70,7 +75,7 @@ def export_onnx(run: str | Path = "default", out: str | Path | None = None) -> P
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model, cfg = load_run(run_dir)
-    size = int(cfg.get("preprocess", {}).get("size") or cfg["input"]["input_size"])
+    size = cfg.preprocess.size
     dummy = torch.rand(1, 1, size, size)
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings():
@@ -91,8 +96,9 @@ def export_onnx(run: str | Path = "default", out: str | Path | None = None) -> P
     onnx.checker.check_model(proto)
     meta = {
         _SHA_KEY: weights_sha256(run_dir),
-        "cxrad_classes": json.dumps(cfg["classes"]),
-        "cxrad_model": cfg["model"]["name"],
+        CONFIG_KEY: cfg.to_json(),
+        "cxrad_classes": json.dumps(list(cfg.classes)),
+        "cxrad_model": cfg.name,
         "cxrad_input_size": str(size),
     }
     for k, v in meta.items():
@@ -103,12 +109,32 @@ def export_onnx(run: str | Path = "default", out: str | Path | None = None) -> P
     return out
 
 
-def onnx_weights_sha(path: Path) -> str | None:
-    """The weights hash recorded in an exported ONNX file, or None for a foreign file."""
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, as a dict."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    return next((p.value for p in proto.metadata_props if p.key == _SHA_KEY), None)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_weights_sha(path: Path) -> str | None:
+    """The weights hash recorded in an exported ONNX file, or None for a foreign file."""
+    return onnx_metadata(path).get(_SHA_KEY)
+
+
+def onnx_run_config(path: str | Path) -> RunConfig:
+    """The run config embedded in an exported ONNX file.
+
+    Raises:
+        PredictError: the file was not exported by this cxrad (no embedded config).
+    """
+    text = onnx_metadata(path).get(CONFIG_KEY)
+    if text is None:
+        raise PredictError(
+            f"{path} has no cxrad run config in its metadata (exported by an older cxrad, or "
+            "not by cxrad); export it again with `cxrad export RUN`"
+        )
+    return RunConfig.from_dict(json.loads(text))
 
 
 def cache_dir() -> Path:

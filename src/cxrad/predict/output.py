@@ -2,7 +2,8 @@
 
 Records are written one at a time so output streams with the batches: the JSON array is
 opened before the first record and closed after the last, one record per line. CSV flattens
-``findings`` into one column per class.
+``probabilities`` into one column per class, with ``normal``, the triage score and the
+positive findings (sorted by probability) beside them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from cxrad.errors import PredictError
+from cxrad.models.config import json_safe
 from cxrad.options import suggest
 
 FORMATS = ("json", "jsonl", "csv")
+CSV_HEAD = ("image", "status", "code", "reason", "normal", "triage_score", "positive", "model")
 
 
 @dataclass
@@ -34,24 +37,28 @@ class Tally:
         self.total += 1
         if rec["status"] == "ok":
             self.ok += 1
-            self.with_positive += bool(rec["positive"])
+            self.with_positive += bool(rec["findings"])
             self.heatmaps += len(rec.get("heatmaps") or {})
         else:
             self.failed += 1
-            self.failures.append((rec["path"], rec["status"]))
+            self.failures.append((rec["image"], f"{rec['status']}: {rec.get('reason')}"))
 
 
 def csv_row(rec: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
     """Flatten a record: one column per class, lists joined with ``;``."""
+    triage = rec.get("triage") or {}
     row: dict[str, Any] = {
-        "path": rec["path"],
+        "image": rec["image"],
         "status": rec["status"],
-        "abnormal_score": "" if rec["abnormal_score"] is None else rec["abnormal_score"],
-        "positive": ";".join(rec["positive"]),
-        "model": rec.get("model", ""),
+        "code": rec.get("code") or "",
+        "reason": rec.get("reason") or "",
+        "normal": "" if rec.get("normal") is None else rec["normal"],
+        "triage_score": "" if triage.get("score") is None else triage["score"],
+        "positive": ";".join(f["class"] for f in rec["findings"]),
+        "model": (rec.get("run") or {}).get("name", ""),
     }
     for c in classes:
-        row[c] = rec["findings"].get(c, "")
+        row[c] = rec["probabilities"].get(c, "")
     if "heatmaps" in rec:
         row["heatmaps"] = ";".join(rec["heatmaps"].values())
     return row
@@ -79,7 +86,7 @@ def write_records(
         )
     tally = Tally()
     if fmt == "csv":
-        cols = ["path", "status", "abnormal_score", "positive", "model", *classes]
+        cols = [*CSV_HEAD, *classes]
         writer = csv.DictWriter(stream, fieldnames=cols + (["heatmaps"] if heatmaps else []))
         writer.writeheader()
         for rec in records:
@@ -93,7 +100,7 @@ def write_records(
         if fmt == "json":
             stream.write(",\n" if tally.total else "\n")
         tally.add(rec)
-        stream.write(json.dumps(rec))
+        stream.write(json.dumps(json_safe(rec), allow_nan=False))
         if fmt == "jsonl":
             stream.write("\n")
         stream.flush()

@@ -1,9 +1,11 @@
 """Stage 9, predict: :class:`Predictor`, any chest X-ray in, findings (and heatmaps) out.
 
-Images go through the same ``cxrad.preprocess.prepare`` as the training cache, so a model
-sees at prediction exactly what it saw in training. Files stream through in batches: memory
-stays constant however many there are, and a file that cannot be read becomes a record with
-``status = "error: <reason>"`` instead of stopping the run.
+Images go through the same ``cxrad.preprocess.prepare`` as the training cache, with the
+preprocessing the run recorded, so a model sees at prediction exactly what it saw in
+training. The run's :class:`~cxrad.models.DecisionStep` turns logits into the record's
+decisions. Files stream through in batches: memory stays constant however many there are, and
+a file that cannot be read becomes a record with ``status = "error"``, a ``code`` and a
+``reason`` instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import torch
 from PIL import Image
 
 from cxrad.errors import CxradError, PredictError
-from cxrad.labels import NORMAL, abnormal_score
-from cxrad.models import Classifier, load_run, probabilities, resolve_run
+from cxrad.labels import NORMAL
+from cxrad.models import Classifier, DecisionStep, RunConfig, load_run, resolve_run
 from cxrad.options import suggest
 from cxrad.predict.backends import OnnxBackend, TorchBackend
 from cxrad.predict.heatmap import cam_layer_name, grad_cam, save_heatmap
@@ -45,30 +47,31 @@ def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 class Predictor:
-    """Findings, an abnormality score and Grad-CAM heatmaps for chest X-rays.
+    """Findings, a triage decision and Grad-CAM heatmaps for chest X-rays.
 
     Args:
-        model: the trained classifier (also used for Grad-CAM with the ONNX backend).
-        config: the run's ``config.json``.
+        model: the trained classifier (also used for Grad-CAM with the ONNX backend); None for
+            a predictor built from an ``.onnx`` file alone (no heatmaps then).
+        config: the run's :class:`~cxrad.models.RunConfig` (an old-style dict is accepted).
         backend: ``"torch"`` (eager) or ``"onnx"`` (ONNX Runtime, needs ``onnx_path``).
         device: torch device for the torch backend and Grad-CAM.
         batch_size: images per forward pass in :meth:`predict_many`.
         onnx_path: the exported model for the ONNX backend.
-        threshold_mode: ``"val"`` uses the per-class thresholds picked on validation (0.5 for a
-            class without one); ``"fixed"`` uses ``threshold`` for every class.
+        threshold_mode: ``"val"`` uses each class's operating point from the run; ``"fixed"``
+            uses ``threshold`` for every class.
         threshold: the cut-off in ``"fixed"`` mode.
         workers: threads decoding files while the model runs.
 
     Example:
         >>> p = Predictor.from_run("default")  # doctest: +SKIP
-        >>> p.predict("chest.png")["positive"]  # doctest: +SKIP
-        ['EFFUSION']
+        >>> p.predict("chest.png")["findings"]  # doctest: +SKIP
+        [{'class': 'EFFUSION', 'probability': 0.91, 'threshold': 0.62}]
     """
 
     def __init__(
         self,
-        model: Classifier,
-        config: dict[str, Any],
+        model: Classifier | None,
+        config: RunConfig | dict[str, Any],
         backend: str = "torch",
         device: str | torch.device = "cpu",
         batch_size: int = 16,
@@ -81,23 +84,28 @@ class Predictor:
         _check("threshold mode", threshold_mode, THRESHOLD_MODES)
         if batch_size < 1:
             raise PredictError(f"batch size must be at least 1, got {batch_size}")
-        self.model = model.to(device).eval()
+        if not isinstance(config, RunConfig):
+            contract = {"input": model.spec.contract()} if model is not None else {}
+            config = RunConfig.from_dict({**contract, **config})
         self.config = config
         self.device = torch.device(device)
+        self.model = model.to(device).eval() if model is not None else None
         self.batch_size = int(batch_size)
         self.workers = max(1, int(workers))
-        self.classes: list[str] = list(config["classes"])
-        self.name: str = str(config.get("name") or config["model"]["name"])
-        pre = config.get("preprocess") or {}
+        self.classes: list[str] = list(self.config.classes)
+        self.name: str = self.config.name
         self.preprocess = PreprocessConfig(
-            size=int(pre.get("size") or config["input"]["input_size"]),
-            mode=str(pre.get("mode", "letterbox")),
+            size=self.config.preprocess.size, mode=self.config.preprocess.mode
         )
-        self.thresholds = self._thresholds(threshold_mode, float(threshold))
+        fixed = [float(threshold)] * len(self.classes) if threshold_mode == "fixed" else None
+        self.step = DecisionStep(self.config, thresholds=fixed)
+        self.thresholds = self.step.thresholds
         if backend == "onnx":
             if onnx_path is None:
                 raise PredictError("the onnx backend needs an exported model; run `cxrad export`")
             self.engine: TorchBackend | OnnxBackend = OnnxBackend(onnx_path)
+        elif self.model is None:
+            raise PredictError("the torch backend needs the model; use Predictor.from_run")
         else:
             self.engine = TorchBackend(self.model, self.device)
         self.backend = backend
@@ -115,26 +123,30 @@ class Predictor:
 
         With ``backend="onnx"`` the run's ``model.onnx`` is used when it matches the weights;
         otherwise the model is exported first (into the run, or a cache folder when the run
-        is read-only; see :func:`cxrad.predict.export.ensure_onnx`).
+        is read-only; see :func:`cxrad.predict.export.ensure_onnx`). The decisions then come
+        from the config embedded in the ``.onnx`` file, which is the run's.
         """
         _check("backend", backend, BACKENDS)
         path = resolve_run(run)
         model, config = load_run(path, device=device)
         onnx_path = None
         if backend == "onnx":
-            from cxrad.predict.export import ensure_onnx
+            from cxrad.predict.export import ensure_onnx, onnx_run_config
 
             onnx_path = ensure_onnx(path)
+            config = onnx_run_config(onnx_path)
         return cls(model, config, backend, device, batch_size, onnx_path=onnx_path, **kwargs)
 
-    def _thresholds(self, mode: str, fixed: float) -> np.ndarray:
-        if mode == "fixed":
-            return np.full(len(self.classes), fixed, dtype=np.float64)
-        picked = self.config.get("thresholds") or {}
-        missing = [c for c in self.classes if c not in picked]
-        if missing:
-            logger.warning("run has no validation threshold for %s; using 0.5", ", ".join(missing))
-        return np.array([float(picked.get(c, 0.5)) for c in self.classes])
+    @classmethod
+    def from_onnx(cls, path: str | Path, batch_size: int = 16, **kwargs: Any) -> Predictor:
+        """A predictor from an exported ``.onnx`` file alone: its metadata holds the run config.
+
+        Heatmaps need the torch model, so this predictor has none.
+        """
+        from cxrad.predict.export import onnx_run_config
+
+        config = onnx_run_config(Path(path))
+        return cls(None, config, "onnx", "cpu", batch_size, onnx_path=path, **kwargs)
 
     # -- preparing -------------------------------------------------------------------------
 
@@ -163,35 +175,32 @@ class Predictor:
         self, paths: list[str], images: list[np.ndarray]
     ) -> tuple[list[dict[str, Any]], np.ndarray]:
         x = np.stack(images)[:, None].astype(np.float32) / 255.0
-        logits = self.engine(x)
-        probs = probabilities(torch.from_numpy(logits), self.config).numpy().astype(np.float64)
-        scores = abnormal_score(probs, self.classes)
-        recs = []
-        for path, p, s in zip(paths, probs, scores, strict=True):
-            recs.append(
-                {
-                    "path": path,
-                    "status": "ok",
-                    "findings": {c: float(v) for c, v in zip(self.classes, p, strict=True)},
-                    "positive": [
-                        c
-                        for c, v, t in zip(self.classes, p, self.thresholds, strict=True)
-                        if v >= t
-                    ],
-                    "abnormal_score": float(s),
-                    "model": self.name,
-                }
-            )
-        return recs, x
+        decided = self.step.records(self.step(self.engine(x)))
+        return [{**self._head(p, "ok"), **d} for p, d in zip(paths, decided, strict=True)], x
 
-    def _error(self, path: str, reason: str) -> dict[str, Any]:
+    def _head(
+        self, path: str, status: str, code: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
         return {
-            "path": path,
-            "status": f"error: {reason}",
-            "findings": {},
+            "image": path,
+            "path": path,  # alias of "image", kept for callers written before the record seam
+            "status": status,
+            "code": code,
+            "reason": reason,
+            "gate": None,
+            "ood": None,
+            "run": {"name": self.name, "manifest_hash": self.config.manifest_hash},
+        }
+
+    def _error(self, path: str, reason: str, code: str = "unreadable") -> dict[str, Any]:
+        return {
+            **self._head(path, "error", code, reason),
+            "normal": None,
+            "triage": None,
+            "findings": [],
+            "probabilities": {},
             "positive": [],
             "abnormal_score": None,
-            "model": self.name,
         }
 
     def explain(self, item: Item, classes: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -199,14 +208,23 @@ class Predictor:
 
         The maps are at the model's input geometry: the prepared image :meth:`prepare` returns.
         """
+        model = self._torch_model()
         image = self.prepare(item)
         x = torch.from_numpy(image[None, None].astype(np.float32) / 255.0).to(self.device)
         if classes is None:
             (rec,), _ = self._records(["<array>"], [image])
             classes = rec["positive"]
         idx = [self._class_index(c) for c in classes if c != NORMAL]
-        (maps,) = grad_cam(self.model, x, [idx])
+        (maps,) = grad_cam(model, x, [idx])
         return {self.classes[i]: m for i, m in maps.items()}
+
+    def _torch_model(self) -> Classifier:
+        if self.model is None:
+            raise PredictError(
+                "heatmaps need the torch model; this predictor was built from an .onnx file "
+                "alone, load the run with Predictor.from_run instead"
+            )
+        return self.model
 
     def _class_index(self, cls: str) -> int:
         if cls not in self.classes:
@@ -238,21 +256,23 @@ class Predictor:
         todo = [i for i, t in enumerate(targets) if t]
         if not todo:
             return
+        model = self._torch_model()
         xt = torch.from_numpy(x[todo]).to(self.device)
-        maps = grad_cam(self.model, xt, [targets[i] for i in todo], cam_layer_name(self.model))
+        maps = grad_cam(model, xt, [targets[i] for i in todo], cam_layer_name(model))
         for i, m in zip(todo, maps, strict=True):
             for c, cam in m.items():
                 png = save_heatmap(stems[i], self.classes[c], images[i], cam)
                 recs[i]["heatmaps"][self.classes[c]] = str(png)
 
-    def _load(self, f: InputFile) -> np.ndarray | str:
+    def _load(self, f: InputFile) -> np.ndarray | tuple[str, str]:
+        """The prepared image, or ``(code, reason)`` when the file cannot be used."""
         try:
             return self.prepare(f.path)
         except CxradError as e:
-            return str(e)
+            return str(getattr(e, "code", None) or "unreadable"), str(e)
         except Exception as e:  # a 100,000-file run must survive any one bad file
             logger.debug("unexpected failure reading %s", f.path, exc_info=True)
-            return f"{type(e).__name__}: {e}"
+            return "unreadable", f"{type(e).__name__}: {e}"
 
     def predict_many(
         self,
@@ -294,7 +314,7 @@ class Predictor:
                 loaded = list(pool.map(self._load, batch))
                 ok = [i for i, v in enumerate(loaded) if isinstance(v, np.ndarray)]
                 out: list[dict[str, Any]] = [
-                    self._error(str(f.path), v) if isinstance(v, str) else {}
+                    self._error(str(f.path), v[1], v[0]) if isinstance(v, tuple) else {}
                     for f, v in zip(batch, loaded, strict=True)
                 ]
                 if ok:
@@ -307,7 +327,7 @@ class Predictor:
                         out[i] = r
                 for r in out:
                     if r["status"] != "ok":
-                        logger.debug("%s: %s", r["path"], r["status"])
+                        logger.debug("%s: %s", r["image"], r["reason"])
                         if hdir is not None:
                             r["heatmaps"] = {}
                     yield r
