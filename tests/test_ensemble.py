@@ -11,15 +11,17 @@ import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
+from scipy.special import logit
 
 from cxrad.cli import main
 from cxrad.errors import ModelError, TrainError
 from cxrad.evaluate import evaluate_run
 from cxrad.manifest import manifest_hash, read_manifest
-from cxrad.models import create_model, get_spec, load_run, probabilities, save_run
+from cxrad.models import calibrated, create_model, get_spec, load_run, probabilities, save_run
+from cxrad.models.calibrate import fit_points
 from cxrad.models.ensemble import EnsembleNet
 from cxrad.predict import Predictor, export_onnx, grad_cam
-from cxrad.train import ensemble_runs, per_class_auroc, youden_thresholds
+from cxrad.train import ensemble_runs, per_class_auroc
 from helpers import TINY_CLASSES, make_tiny_work
 
 SIZE = 32
@@ -108,8 +110,10 @@ def test_ensemble_run_picks_thresholds_on_val_and_reloads(
         probs = torch.stack(
             [torch.sigmoid(load_run(m)[0](x)) for m in members]
         ).mean(0).numpy()  # fmt: skip
-    want = youden_thresholds(probs, ds.labels, TINY_CLASSES)
-    assert cfg["thresholds"] == pytest.approx(want, abs=1e-5)
+    # the ensemble's decisions are fitted on val like a trained run's: spec=0.95 by default
+    calib = calibrated(logit(probs), "sigmoid", cfg.temperatures())
+    want = fit_points(calib, ds.labels, TINY_CLASSES, "spec=0.95")
+    assert cfg.thresholds() == pytest.approx({c: w.threshold for c, w in want.items()}, abs=1e-5)
     assert cfg["val_metrics"]["auroc"] == pytest.approx(
         per_class_auroc(probs, ds.labels, TINY_CLASSES), abs=1e-6
     )
@@ -125,8 +129,8 @@ def test_ensemble_run_evaluates_predicts_explains_and_exports(
     Image.fromarray(image).save(tmp_path / "x.png")
     pred = Predictor.from_run(ens)
     record = pred.predict(tmp_path / "x.png", heatmaps_dir=tmp_path / "maps")
-    assert record["status"] == "ok" and set(record["findings"]) == set(TINY_CLASSES)
-    assert record["model"] == "ensemble"
+    assert record["status"] == "ok" and set(record["probabilities"]) == set(TINY_CLASSES)
+    assert record["run"]["name"] == "ensemble"
     for png in record["heatmaps"].values():  # one per positive finding, from all three members
         assert Path(png).is_file()
 

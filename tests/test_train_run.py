@@ -30,8 +30,9 @@ TINY = {
     "threads": 1,
 }
 CONFIG_KEYS = {
-    "model", "classes", "input", "preprocess", "activation", "thresholds", "manifest_hash",
-    "git_commit", "train", "val_metrics", "best_epoch", "created", "cxrad_version",
+    "model", "classes", "input", "preprocess", "activation", "operating_points", "decision",
+    "temperature", "manifest_hash", "git_commit", "train", "val_metrics", "best_epoch", "created",
+    "cxrad_version", "version",
 }  # fmt: skip
 
 
@@ -67,12 +68,17 @@ def test_run_folder_has_weights_config_and_reloads(run2: Path, tiny_work: Path) 
         "NORMAL",
         "PNEUMONIA",
     ]  # CLASSES order, only those in train
-    assert cfg["activation"] == "sigmoid" and cfg["preprocess"] == {"size": 32, "mode": "letterbox"}
+    assert cfg["activation"] == "sigmoid"
+    assert cfg["preprocess"] == {"size": 32, "mode": "letterbox", "crop": "none"}
     assert cfg["manifest_hash"] == manifest_hash(read_manifest(tiny_work))
     assert cfg["train"]["max_epochs"] == 2 and cfg["train"]["loss"] == "bce"
     assert cfg["best_epoch"] in (0, 1)
-    assert set(cfg["thresholds"]) == set(cfg["classes"])
-    assert all(0 <= t <= 1 for t in cfg["thresholds"].values())
+    ops = cfg["operating_points"]
+    assert set(ops) == set(cfg["classes"])
+    assert all(0 <= op["threshold"] <= 1 and op["method"] == "spec" for op in ops.values())
+    # spec=0.95 on val: every class that val can score keeps at least 95% of its negatives
+    assert all(op["val_specificity"] >= 0.95 for op in ops.values() if op["n_neg"])
+    assert cfg["decision"]["policy"] == "triage_gate" and len(cfg["temperature"]) == 3
 
     model, cfg2 = load_run(run2)
     x, val = val_images(tiny_work)

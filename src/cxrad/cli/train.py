@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any
+
 import typer
 
 from cxrad.cli.app import app, err_console, quiet_lightning
@@ -81,6 +83,12 @@ def train(
     progress: bool | None = typer.Option(
         None, "--progress/--no-progress", help="progress bar (default: when stderr is a terminal)"
     ),
+    operating_point: str = typer.Option(
+        "spec=0.95",
+        "--operating-point",
+        help="how each class's cut-off (and triage's) is chosen on val: spec=0.95 (95% of "
+        "annotated negatives stay below it), sens=0.90, or youden",
+    ),
 ) -> None:
     """Train a model on WORK's train split; keep the checkpoint with the best val macro AUROC.
 
@@ -90,11 +98,12 @@ def train(
     Example: cxrad train work --model cxr-fast --out runs/fast --epochs 20
     """
     from cxrad.data import augment_preset
-    from cxrad.models import read_config
+    from cxrad.models import parse_rule, read_config
     from cxrad.train import parse_devices
     from cxrad.train import train as train_run
 
     aug = augment_preset(augment)  # an unknown name fails before any work starts
+    parse_rule(operating_point)
     quiet_lightning()
     t0 = time.perf_counter()
     run = train_run(
@@ -120,17 +129,19 @@ def train(
         resume=not no_resume,
         progress=sys.stderr.isatty() if progress is None else progress,
         augment=aug,
+        operating_point=operating_point,
     )
     if not (run / "config.json").is_file():  # a non-zero DDP rank: rank 0 reports
         return
     cfg = read_config(run)
-    vm = cfg["val_metrics"]
+    vm = cfg.val_metrics or {}
     err_console.print(
-        f"[bold green]trained[/] {cfg['model']['name']} on {cfg['data']['n_train']} images: "
-        f"best epoch {cfg['best_epoch']}, val macro AUROC {vm['macro_auroc']:.4f} "
-        f"({len(cfg['classes'])} classes, {vm['n']} val images) in {time.perf_counter() - t0:.0f}s -> {run}",
+        f"[bold green]trained[/] {cfg.name} on {cfg.extra['data']['n_train']} images: "
+        f"best epoch {cfg.extra['best_epoch']}, val macro AUROC {_num(vm.get('macro_auroc'))} "
+        f"({len(cfg.classes)} classes, {vm.get('n')} val images) in {time.perf_counter() - t0:.0f}s -> {run}",
         highlight=False,
     )
+    _print_decision(cfg)
 
 
 @app.command()
@@ -141,8 +152,14 @@ def ensemble(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="ensemble run directory to write"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="images per inference batch"),
+    operating_point: str = typer.Option(
+        "spec=0.95",
+        "--operating-point",
+        help="how each class's cut-off (and triage's) is chosen on val: spec=0.95 (95% of "
+        "annotated negatives stay below it), sens=0.90, or youden",
+    ),
 ) -> None:
-    """Average trained runs' probabilities in one model; pick its thresholds on val.
+    """Average trained runs' probabilities in one model; fit its decisions on val.
 
     The result is an ordinary run: evaluate, predict and export take it like any other.
 
@@ -152,11 +169,29 @@ def ensemble(
     from cxrad.train import ensemble_runs
 
     t0 = time.perf_counter()
-    run = ensemble_runs(runs, data, out, batch_size=batch_size)
+    run = ensemble_runs(runs, data, out, batch_size=batch_size, operating_point=operating_point)
     cfg = read_config(run)
+    vm = cfg.val_metrics or {}
     err_console.print(
-        f"[bold green]ensembled[/] {len(cfg['members'])} runs: val macro AUROC "
-        f"{cfg['val_metrics']['macro_auroc']:.4f} ({cfg['val_metrics']['n']} val images) "
+        f"[bold green]ensembled[/] {len(cfg.extra['members'])} runs: val macro AUROC "
+        f"{_num(vm.get('macro_auroc'))} ({vm.get('n')} val images) "
         f"in {time.perf_counter() - t0:.0f}s -> {run}",
+        highlight=False,
+    )
+    _print_decision(cfg)
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _print_decision(cfg: Any) -> None:
+    """One line: the triage the run will use and what it gave on val."""
+    d = cfg.decision
+    films = (cfg.val_metrics or {}).get("films") or {}
+    err_console.print(
+        f"decision: {d.policy} on {d.score} at {d.triage.threshold:.4g}; on val, "
+        f"normal films clean {_num(films.get('normal_clean'))}, abnormal films flagged "
+        f"{_num(films.get('abnormal_flagged'))}",
         highlight=False,
     )

@@ -5,15 +5,6 @@ Nothing here imports the training stack, so prediction can load a model without 
 
 from __future__ import annotations
 
-from cxrad.models.registry import (
-    Classifier,
-    ModelSpec,
-    count_parameters,
-    create_model,
-    get_spec,
-    list_models,
-    register_model,
-)
 from cxrad.models.calibrate import DEFAULT_RULE, Rule, parse_rule, recalibrate
 from cxrad.models.config import (
     CONFIG_VERSION,
@@ -24,7 +15,16 @@ from cxrad.models.config import (
     Preprocess,
     RunConfig,
 )
-from cxrad.models.decision import DecisionStep, Decisions, calibrated
+from cxrad.models.decision import Decisions, DecisionStep, calibrated
+from cxrad.models.registry import (
+    Classifier,
+    ModelSpec,
+    count_parameters,
+    create_model,
+    get_spec,
+    list_models,
+    register_model,
+)
 from cxrad.models.run import (
     build_model,
     load_run,
@@ -43,22 +43,22 @@ __all__ = [
     "Decisions",
     "InputContract",
     "ModelRef",
+    "ModelSpec",
     "OperatingPoint",
     "Preprocess",
     "Rule",
     "RunConfig",
     "build_model",
     "calibrated",
-    "parse_rule",
-    "recalibrate",
-    "ModelSpec",
     "count_parameters",
     "create_model",
     "get_spec",
     "list_models",
     "load_run",
+    "parse_rule",
     "probabilities",
     "read_config",
+    "recalibrate",
     "register_model",
     "resolve_run",
     "save_run",

@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from cxrad.train.ensemble import ensemble_runs
-from cxrad.train.fit import git_commit, parse_devices, predict_probs, train
+from cxrad.train.finalise import finalise, predict_logits, refit_run, val_logits
+from cxrad.train.fit import fit, git_commit, parse_devices, predict_probs, prepare, train
 from cxrad.train.losses import (
     masked_bce_with_logits,
     pos_weight_from_labels,
@@ -21,6 +22,8 @@ __all__ = [
     "Hardware",
     "cpu_threads",
     "ensemble_runs",
+    "finalise",
+    "fit",
     "git_commit",
     "hardware",
     "macro_auroc",
@@ -28,8 +31,12 @@ __all__ = [
     "parse_devices",
     "per_class_auroc",
     "pos_weight_from_labels",
+    "predict_logits",
     "predict_probs",
+    "prepare",
+    "refit_run",
     "single_label_cross_entropy",
     "train",
+    "val_logits",
     "youden_thresholds",
 ]

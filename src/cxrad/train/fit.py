@@ -1,8 +1,10 @@
 """Stage 7, train: ``train(work, model, out)``: from a preprocessed work folder to a run directory.
 
-Lightning does the loop (devices, DDP, mixed precision, checkpoints, early stopping, resume,
-CSV logs); this module decides the classes, the loss weights and the hardware settings, and
-at the end writes the best weights as a plain run (safetensors + JSON, nothing pickled).
+Three steps: :func:`prepare` (options, classes, loaders, the network), :func:`fit` (Lightning
+runs the loop: devices, DDP, mixed precision, checkpoints, early stopping, resume, CSV logs;
+the best epoch's weights come back) and :func:`cxrad.train.finalise.finalise` (temperatures,
+operating points and triage fitted on val, then a plain run: safetensors + JSON), which the
+ensemble builder shares.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,17 +34,20 @@ import cxrad
 from cxrad.data import AugmentConfig, make_dataloaders, trainable_classes
 from cxrad.errors import TrainError
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
-from cxrad.models import Classifier, create_model, get_spec, probabilities, save_run
-from cxrad.options import suggest
-from cxrad.train.losses import pos_weight_from_labels
-from cxrad.train.metrics import (
-    THRESHOLD_METHOD,
-    macro_auroc,
-    per_class_auroc,
-    youden_thresholds,
+from cxrad.models import (
+    DEFAULT_RULE,
+    Classifier,
+    RunConfig,
+    create_model,
+    get_spec,
+    parse_rule,
+    probabilities,
 )
-from cxrad.train.module import LOSSES, CxrModule, to_unit_float
-from cxrad.train.setup import hardware, open_work_cache
+from cxrad.options import suggest
+from cxrad.train.finalise import finalise, predict_logits
+from cxrad.train.losses import pos_weight_from_labels
+from cxrad.train.module import LOSSES, CxrModule
+from cxrad.train.setup import Hardware, hardware, open_work_cache
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,7 @@ def train(
     augment: AugmentConfig | None = None,
     model_kwargs: dict[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
+    operating_point: str = DEFAULT_RULE,
 ) -> Path:
     """Train ``model`` on ``WORK``'s train split, select on val macro AUROC, write the run ``out``.
 
@@ -102,6 +109,8 @@ def train(
         augment: augmentation ranges; None uses :class:`~cxrad.data.AugmentConfig` defaults.
         model_kwargs: extra keyword arguments for the model builder.
         callbacks: extra Lightning callbacks (not recorded in the config).
+        operating_point: how each class's cut-off is chosen on val: ``spec=0.95`` (default),
+            ``sens=0.90`` or ``youden`` (see :mod:`cxrad.models.calibrate`).
 
     Returns:
         ``out``, now holding ``model.safetensors`` and ``config.json``.
@@ -115,12 +124,99 @@ def train(
     t0 = time.perf_counter()
     args = {k: v for k, v in locals().items() if k not in ("callbacks", "t0")}
     args.update(work=str(work), out=str(out), devices=_jsonable(devices))
+    rule = parse_rule(operating_point)  # a bad rule fails now, not after training
     augment = augment if augment is not None else AugmentConfig()
     args["augment"] = augment.to_dict()
+    prep = prepare(
+        work, model, loss=loss, size=size, mode=mode, seed=seed, batch_size=batch_size,
+        hw=hardware(accelerator, devices, num_nodes, precision, workers, threads),
+        limit_train=limit_train, model_kwargs=model_kwargs,
+    )  # fmt: skip
+    pos_weight = pos_weight_from_labels(prep.train_ds.labels) if loss == "bce" else None
+    lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed)
+    out = Path(out)
+    trainer = fit(
+        lit, prep, out, max_epochs=max_epochs, patience=patience, resume=resume,
+        progress=progress, callbacks=callbacks, devices=devices, num_nodes=num_nodes,
+        accelerator=accelerator,
+    )  # fmt: skip
+    if trainer.global_rank != 0:
+        return out
+    best_epoch = trainer.cxrad_best_epoch  # type: ignore[attr-defined]
+    config = RunConfig.from_dict(
+        {
+            # Initial weights are baked into the saved state_dict; keeping their path would
+            # make the run unloadable once that file is gone.
+            "model": {
+                "name": model,
+                "kwargs": {k: v for k, v in (model_kwargs or {}).items() if k != "weights"},
+            },
+            "classes": prep.classes,
+            "input": lit.model.spec.contract(),
+            "preprocess": {"size": size, "mode": mode},
+            "activation": lit.activation,
+            "manifest_hash": manifest_hash(read_manifest(work)),
+            "git_commit": git_commit(),
+            "train": args,
+            "best_epoch": best_epoch,
+            "epochs_run": int(trainer.current_epoch),
+            "data": {
+                "n_train": len(prep.train_ds),
+                "n_val": len(prep.val_ds),
+                "pos_weight": None
+                if pos_weight is None
+                else dict(zip(prep.classes, pos_weight.tolist(), strict=True)),
+            },
+            "hardware": {
+                "accelerator": prep.hw.name,
+                "precision": prep.hw.precision,
+                "strategy": prep.hw.strategy,
+            },
+            "train_seconds": round(time.perf_counter() - t0, 1),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cxrad_version": cxrad.__version__,
+        }
+    )
+    logits = predict_logits(lit.model, prep.loaders.val, prep.hw.gpu)
+    finalise(lit.model, config, logits, prep.val_ds.labels, out, rule)
+    logger.info("wrote %s (best epoch %d, operating points %s)", out, best_epoch, rule)
+    return out
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` resolved: rows, classes, hardware, loaders and the fresh network."""
+
+    df: pd.DataFrame
+    classes: list[str]
+    hw: Hardware
+    loaders: Any
+    train_ds: Any
+    val_ds: Any
+    net: Classifier
+
+
+def prepare(
+    work: str | Path,
+    model: str,
+    *,
+    loss: str,
+    size: int,
+    mode: str,
+    seed: int,
+    batch_size: int,
+    hw: Hardware,
+    limit_train: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> Prepared:
+    """Check the options and the work folder, pick the classes, build loaders and the network.
+
+    Raises:
+        TrainError: bad options, no train/val rows, nothing cached.
+    """
     if loss not in LOSSES:
         raise TrainError(f"unknown loss {loss!r}; expected one of {LOSSES}.{suggest(loss, LOSSES)}")
     get_spec(model)  # an unknown name fails now, with "did you mean", not after loading data
-    out = Path(out)
     df = _training_rows(work)
     classes = trainable_classes(df[df["split"] == "train"])
     if not classes:
@@ -128,7 +224,6 @@ def train(
             f"no class has both positive and negative images in the train split of {work}; "
             "ingest datasets that label at least one class both ways"
         )
-    hw = hardware(accelerator, devices, num_nodes, precision, workers, threads)
     cache = open_work_cache(work, size, mode)
     pl.seed_everything(seed, workers=True, verbose=False)
     loaders = make_dataloaders(
@@ -141,11 +236,29 @@ def train(
         "training %s on %d images (%d val), %d classes: %s",
         model, len(train_ds), len(val_ds), len(classes), ", ".join(classes),
     )  # fmt: skip
-
     net = create_model(model, num_classes=len(classes), **(model_kwargs or {}))
-    pos_weight = pos_weight_from_labels(train_ds.labels) if loss == "bce" else None
-    lit = CxrModule(net, classes, loss, pos_weight, lr, weight_decay, augment, seed)
+    return Prepared(df, classes, hw, loaders, train_ds, val_ds, net)
 
+
+def fit(
+    lit: CxrModule,
+    prep: Prepared,
+    out: Path,
+    *,
+    max_epochs: int,
+    patience: int,
+    resume: bool,
+    progress: bool,
+    callbacks: Sequence[Callback],
+    devices: int | str | Sequence[int],
+    num_nodes: int,
+    accelerator: str,
+) -> pl.Trainer:
+    """Run Lightning; on rank 0 leave the best checkpoint's weights in ``lit.model``.
+
+    The trainer gets ``cxrad_best_epoch`` (the epoch of those weights).
+    """
+    hw = prep.hw
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if not resume:
@@ -169,7 +282,7 @@ def train(
         strategy=hw.strategy, precision=hw.precision, deterministic=not hw.gpu,
         callbacks=cbs, logger=CSVLogger(save_dir=out, name="logs", version="", flush_logs_every_n_steps=10),
         enable_progress_bar=progress, enable_model_summary=progress,
-        num_sanity_val_steps=0, log_every_n_steps=min(50, max(len(loaders.train), 1)),
+        num_sanity_val_steps=0, log_every_n_steps=min(50, max(len(prep.loaders.train), 1)),
         default_root_dir=out,
     )  # fmt: skip
     ckpt_path = last if resume and last.is_file() else None
@@ -181,7 +294,7 @@ def train(
         warnings.filterwarnings("ignore", message=".*treespec.*")
         try:
             with _keep_log_history(out / "logs" / "metrics.csv", enabled=ckpt_path is not None):
-                trainer.fit(lit, loaders.train, loaders.val, ckpt_path=ckpt_path)
+                trainer.fit(lit, prep.loaders.train, prep.loaders.val, ckpt_path=ckpt_path)
         except RuntimeError as e:
             if ckpt_path and "state_dict" in str(e):
                 raise TrainError(
@@ -190,11 +303,10 @@ def train(
                 ) from e
             raise
     if trainer.global_rank != 0:
-        return out
-
+        return trainer
     best = _best_checkpoint(ckpt_cb, ckpt_dir, out / "logs" / "metrics.csv", last)
     state = torch.load(best, map_location="cpu", weights_only=True)
-    best_epoch = int(state.get("epoch", -1))
+    trainer.cxrad_best_epoch = int(state.get("epoch", -1))  # type: ignore[attr-defined]
     lit.model.load_state_dict(
         {
             k.removeprefix("model."): v
@@ -202,51 +314,7 @@ def train(
             if k.startswith("model.")
         }
     )
-    activation = lit.activation
-    probs = predict_probs(lit.model, loaders.val, activation, hw.gpu)
-    per_class = per_class_auroc(probs, val_ds.labels, classes)
-    config = {
-        # Initial weights are baked into the saved state_dict; keeping their path would make
-        # the run unloadable once that file is gone.
-        "model": {
-            "name": model,
-            "kwargs": {k: v for k, v in (model_kwargs or {}).items() if k != "weights"},
-        },
-        "classes": classes,
-        "preprocess": {"size": size, "mode": mode},
-        "activation": activation,
-        "thresholds": youden_thresholds(probs, val_ds.labels, classes),
-        "threshold_method": THRESHOLD_METHOD,
-        "manifest_hash": manifest_hash(read_manifest(work)),
-        "git_commit": git_commit(),
-        "train": args,
-        "val_metrics": {
-            "macro_auroc": macro_auroc(per_class),
-            "auroc": per_class,
-            "n": len(val_ds),
-        },
-        "best_epoch": best_epoch,
-        "epochs_run": int(trainer.current_epoch),
-        "data": {
-            "n_train": len(train_ds),
-            "n_val": len(val_ds),
-            "pos_weight": None
-            if pos_weight is None
-            else dict(zip(classes, pos_weight.tolist(), strict=True)),
-        },
-        "hardware": {"accelerator": hw.name, "precision": hw.precision, "strategy": hw.strategy},
-        "train_seconds": round(time.perf_counter() - t0, 1),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cxrad_version": cxrad.__version__,
-    }
-    save_run(out, lit.model.cpu().eval(), config)
-    logger.info(
-        "wrote %s (best epoch %d, val macro AUROC %.4f)",
-        out,
-        best_epoch,
-        config["val_metrics"]["macro_auroc"],
-    )
-    return out
+    return trainer
 
 
 class MovableCheckpoint(ModelCheckpoint):
@@ -324,19 +392,12 @@ def _best_checkpoint(
     return best
 
 
-@torch.no_grad()
 def predict_probs(
     model: Classifier, loader: torch.utils.data.DataLoader, activation: str, gpu: bool
 ) -> np.ndarray:
-    """Probabilities ``(N, C)`` for every image of ``loader``, in order."""
-    device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
-    model = model.to(device).eval()
-    out = []
-    for x, _ in loader:
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            logits = model(to_unit_float(x.to(device, non_blocking=True)))
-        out.append(probabilities(logits.float(), {"activation": activation}).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    """Uncalibrated probabilities ``(N, C)`` for every image of ``loader``, in order."""
+    logits = predict_logits(model, loader, gpu)
+    return probabilities(torch.from_numpy(logits), {"activation": activation}).numpy()
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
