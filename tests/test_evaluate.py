@@ -25,18 +25,21 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     df = read_manifest(work)
     df["source"] = pd.array(["tiny", "tiny-b"] * (len(df) // 2), dtype="string")
     write_manifest(df, work)
+    model = create_model("cxr-fast", num_classes=len(TINY_CLASSES))
+    run = save_run(tmp / "run", model, _old_config(work))
+    return work, run
+
+
+def _old_config(work: Path) -> dict:
     classes = list(TINY_CLASSES)
-    model = create_model("cxr-fast", num_classes=len(classes))
-    config = {
+    return {
         "model": {"name": "cxr-fast", "kwargs": {}},
         "classes": classes,
         "preprocess": {"size": 32, "mode": "letterbox"},
         "activation": "sigmoid",
         "thresholds": dict.fromkeys(classes, 0.5),
-        "manifest_hash": manifest_hash(df),
+        "manifest_hash": manifest_hash(read_manifest(work)),
     }
-    run = save_run(tmp / "run", model, config)
-    return work, run
 
 
 def test_evaluate_run_writes_metrics_and_report(tiny) -> None:
@@ -77,6 +80,7 @@ def test_evaluate_run_writes_metrics_and_report(tiny) -> None:
     assert probe["status"] == "ok" and probe["chance"] == pytest.approx(0.5)
     assert isinstance(saved["shortcut"]["verdict"]["text"], str)
     html = (out / "report.html").read_text()
+    assert "Operating points" in html and "flagged abnormal by triage" in html
     assert html.count("data:image/png;base64,") >= 3
     assert "Shortcut audit" in html and "majority" in html
     assert m["paths"]["report"] == str(out / "report.html")
@@ -101,7 +105,9 @@ def test_cli_fits_temperature_and_prints_headline(
     m = json.loads((out / "metrics.json").read_text())
     t = m["calibration"]["temperature"]
     saved = json.loads((run / "config.json").read_text())
-    assert saved["temperature"] == pytest.approx(t["fitted"]) and t["fitted"] > 0
+    assert saved["temperature"] == pytest.approx(t["fitted"]) and min(t["fitted"]) > 0
+    assert len(t["fitted"]) == len(TINY_CLASSES) and t["operating_points_refitted"] == "spec=0.95"
+    assert saved["decision"]["policy"] == "triage_gate"  # refitted with the temperatures
     assert t["mean_ece_after"] is not None and m["header"]["data"]["split"] == "test"
     assert m["header"]["command"].startswith("cxrad evaluate ")
 
@@ -169,3 +175,27 @@ def test_shortcut_audit_on_real_sources(shared_data: Path, tmp_path: Path) -> No
     assert per["TUBERCULOSIS"]["status"].startswith("n/a: 0 negatives")
     assert per["TUBERCULOSIS"]["n_pos"] == 650
     assert m["top1"]["majority"]["from"].startswith("evaluated set")
+
+
+def test_decision_section_counts_what_the_decisions_do(tiny, tmp_path: Path) -> None:
+    work, run = tiny
+    run = save_run(tmp_path / "run", create_model("cxr-fast", num_classes=3), _old_config(work))
+    m = evaluate_run(run, work, split="all", n_boot=100, seed=0, min_count=2)
+    sec = m["decisions"]
+    df = read_manifest(work)
+    per = {r["class"]: r for r in sec["per_class"]}
+    # an old-format run keeps its 0.5 cut-offs; sensitivity is the share of positives at or over
+    assert per["PNEUMONIA"]["threshold"] == 0.5
+    sens = per["PNEUMONIA"]["sensitivity"]
+    assert sens["n"] == 12 and 0 <= sens["value"] <= 1
+    if sens["ci"]:
+        assert sens["ci"][0] <= sens["value"] <= sens["ci"][1]
+    rows = {s["source"]: s for s in sec["per_source"]}
+    assert set(rows) == {"all", "tiny", "tiny-b"}
+    n_normal = int((df["NORMAL"] == 1).sum())
+    assert rows["all"]["n_normal"] == n_normal
+    assert rows["tiny"]["n_normal"] + rows["tiny-b"]["n_normal"] == n_normal
+    clean = rows["all"]["normal_no_finding"]
+    assert clean["n"] == n_normal and 0 <= clean["value"] <= 1
+    assert rows["all"]["findings_per_normal"]["value"] >= 1 - clean["value"] - 1e-9
+    json.dumps(m["decisions"], allow_nan=False)

@@ -140,7 +140,9 @@ def test_predictor_writes_overlays_for_positive_findings_only(tmp_path: Path) ->
     bright_only = np.full((S, S), 128, np.uint8)
     Image.fromarray(bright_only).save(tmp_path / "in" / "flat.png")
     out = tmp_path / "heat"
-    recs = {Path(r["image"]).name: r for r in pred.predict_many([tmp_path / "in"], heatmaps_dir=out)}
+    recs = {
+        Path(r["image"]).name: r for r in pred.predict_many([tmp_path / "in"], heatmaps_dir=out)
+    }
     both, flat = recs["both.png"], recs["flat.png"]
     assert both["positive"] == ["MASS", "PNEUMOTHORAX"]
     assert flat["positive"] == [] and flat["normal"] is True and flat["heatmaps"] == {}

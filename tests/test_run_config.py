@@ -149,6 +149,8 @@ def test_decision_step_calibrates_gates_and_sorts() -> None:
 
 def test_independent_policy_keeps_findings_on_normal_films() -> None:
     cfg = _gate_config()
-    cfg = cfg.evolve(decision=cfg.decision.__class__("independent", "not_normal", cfg.decision.triage))
+    cfg = cfg.evolve(
+        decision=cfg.decision.__class__("independent", "not_normal", cfg.decision.triage)
+    )
     rec = DecisionStep(cfg).records(DecisionStep(cfg)(np.array([[4.0, 3.0, 3.0]])))[0]
     assert rec["normal"] is True and len(rec["findings"]) == 2

@@ -80,8 +80,9 @@ def evaluate(
     t = m["calibration"].get("temperature")
     if t:
         err_console.print(
-            f"  temperature {t['fitted']:.3f} saved; mean ECE {t['mean_ece_before']:.3f} -> "
-            f"{t['mean_ece_after']:.3f}",
+            f"  temperatures {', '.join(f'{v:.3f}' for v in t['fitted'])} and operating points "
+            f"({t['operating_points_refitted']}) refitted on val and saved; mean ECE "
+            f"{t['mean_ece_before']:.3f} -> {t['mean_ece_after']:.3f}",
             highlight=False,
         )
     err_console.print(f"report: {m['paths']['report']}", highlight=False, soft_wrap=True)

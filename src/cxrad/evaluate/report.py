@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrad.evaluate.decisions import decisions_html
 from cxrad.evaluate.metrics import format_ci
 from cxrad.evaluate.plots import confusion_png, curves_png, reliability_png
 
@@ -146,7 +147,7 @@ def render_html(m: dict[str, Any], images: dict[str, str | None]) -> str:
             ["run", model["run_path"]],
             ["classes", ", ".join(model["classes"])],
             ["preprocess", json.dumps(model["preprocess"])],
-            ["temperature", model["temperature"] or "none"],
+            ["temperature", json.dumps(model["temperature"]) if model["temperature"] else "none"],
             ["work folder", d["work"]],
             ["split", d["split"]],
             ["images", f"{d['n_images']} ({d['n_not_in_cache']} not in cache)"],
@@ -275,6 +276,7 @@ def render_html(m: dict[str, Any], images: dict[str, str | None]) -> str:
             ],
         )
     )
+    parts.append(decisions_html(m.get("decisions")))
     parts.append("<h2>Shortcut audit</h2>")
     parts.append(f"<p><b>Verdict.</b> {html.escape(sh['verdict']['text'])}</p>")
     pb = sh["probe"]
@@ -323,7 +325,8 @@ def render_html(m: dict[str, Any], images: dict[str, str | None]) -> str:
     t = cal.get("temperature")
     if t:
         parts.append(
-            f"<p>Temperature scaling fitted on {t['n_val']} validation images: T = {t['fitted']:.3f} "
+            f"<p>Temperature scaling fitted on {t['n_val']} validation images: T = "
+            f"{', '.join(f'{v:.3f}' for v in t['fitted'])} per class, operating points refitted "
             f"(saved to <code>{html.escape(t['saved_to'])}</code>). Mean ECE on this split "
             f"{_num(t['mean_ece_before'])} → {_num(t['mean_ece_after'])}; mean Brier "
             f"{_num(t['mean_brier_before'])} → {_num(t['mean_brier_after'])}.</p>"

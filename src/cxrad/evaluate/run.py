@@ -8,10 +8,9 @@ folder's manifest and cache, runs the model in batches, computes every metric, a
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
-import os
 import shlex
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,24 @@ from torch.utils.data import DataLoader
 
 import cxrad
 from cxrad.errors import CacheError, EvaluateError
-from cxrad.evaluate.calibration import calibration_table, fit_temperature
+from cxrad.evaluate.bootstrap import cluster_ids, resample_counts
+from cxrad.evaluate.calibration import calibration_table
+from cxrad.evaluate.decisions import decision_section
 from cxrad.evaluate.evaluator import evaluate_predictions
 from cxrad.evaluate.metrics import MIN_COUNT
 from cxrad.evaluate.report import write_outputs
 from cxrad.labels import SPLITS
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
-from cxrad.models import Classifier, load_run, probabilities, resolve_run
-from cxrad.models.run import CONFIG
+from cxrad.models import (
+    DEFAULT_RULE,
+    Classifier,
+    DecisionStep,
+    RunConfig,
+    load_run,
+    recalibrate,
+    resolve_run,
+)
+from cxrad.models.config import CONFIG
 from cxrad.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -61,7 +70,7 @@ def select_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def open_dataset(work: str | Path, rows: pd.DataFrame, config: dict[str, Any]) -> Any:
+def open_dataset(work: str | Path, rows: pd.DataFrame, config: RunConfig) -> Any:
     """A :class:`cxrad.data.CachedDataset` over ``rows`` from the cache the run was trained on.
 
     Raises:
@@ -70,9 +79,7 @@ def open_dataset(work: str | Path, rows: pd.DataFrame, config: dict[str, Any]) -
     from cxrad.data import CachedDataset
     from cxrad.preprocess import PreprocessConfig, open_cache
 
-    pre = config.get("preprocess") or {}
-    size = int(pre.get("size") or config["input"]["input_size"])
-    mode = str(pre.get("mode") or "letterbox")
+    size, mode = config.preprocess.size, config.preprocess.mode
     try:
         cache = open_cache(work, PreprocessConfig(size=size, mode=mode))
     except (CacheError, FileNotFoundError) as e:
@@ -80,7 +87,7 @@ def open_dataset(work: str | Path, rows: pd.DataFrame, config: dict[str, Any]) -
             f"{work} has no preprocessed cache for size {size}, mode {mode} (what this model "
             f"expects); run `cxrad preprocess {work} --size {size} --mode {mode}` first ({e})"
         ) from e
-    return CachedDataset(rows, cache, config["classes"])
+    return CachedDataset(rows, cache, list(config.classes))
 
 
 PROBE_MAX = 1000
@@ -121,50 +128,41 @@ def probe_rows(n: int, seed: int, limit: int = PROBE_MAX) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
-def _probs(logits: np.ndarray, config: dict[str, Any]) -> np.ndarray:
-    return probabilities(torch.from_numpy(logits), config).numpy().astype(np.float64)
-
-
-def _save_temperature(run_dir: Path, temperature: float) -> None:
-    """Write ``temperature`` into the run's config.json atomically."""
-    path = run_dir / CONFIG
-    cfg = json.loads(path.read_text())
-    cfg["temperature"] = temperature
-    tmp = path.with_name(f".{CONFIG}.tmp")
-    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 def _temperature(
     model: Classifier,
     run: str | Path,
     run_dir: Path,
     work: str | Path,
     df: pd.DataFrame,
-    config: dict[str, Any],
+    config: RunConfig,
     logits: np.ndarray,
     y: np.ndarray,
     batch_size: int,
-) -> dict[str, Any]:
-    """Fit T on validation, save it, and report ECE/Brier on the evaluated rows before and after."""
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Refit temperatures (per class) and operating points on val, save them, report ECE/Brier.
+
+    Operating points are cut-offs on calibrated probabilities, so a new temperature needs them
+    refitted too (with the run's recorded rule), or the run's decisions would silently move.
+    """
     if str(run) == "default":
         raise EvaluateError(
             "--fit-temperature would modify the shipped default model; copy "
             f"{run_dir} to a folder of your own and evaluate that instead"
         )
-    previous = config.get("temperature")
-    val = select_rows(df, "val")
-    val_ds = open_dataset(work, val, config)
+    previous = config.temperature
+    val_ds = open_dataset(work, select_rows(df, "val"), config)
     val_logits = infer(model, val_ds, batch_size)
-    t = fit_temperature(val_logits, val_ds.labels, config.get("activation", "sigmoid"))
-    before = calibration_table(y, _probs(logits, config), config["classes"])
-    after_cfg = {**config, "temperature": t}
-    after = calibration_table(y, _probs(logits, after_cfg), config["classes"])
-    _save_temperature(run_dir, t)
-    config["temperature"] = t
-    return {
-        "fitted": t,
-        "previous": previous,
+    rule = str(config.extra.get("operating_point_rule") or DEFAULT_RULE)
+    fitted = recalibrate(config, val_logits, val_ds.labels, rule)
+    classes = list(config.classes)
+    before = calibration_table(y, DecisionStep(config).probabilities(logits), classes)
+    after = calibration_table(y, DecisionStep(fitted).probabilities(logits), classes)
+    fitted = fitted.evolve(extra={**fitted.extra, "operating_point_rule": rule})
+    fitted.save(run_dir)
+    return fitted, {
+        "fitted": list(fitted.temperatures()),
+        "previous": None if previous is None else list(previous),
+        "operating_points_refitted": rule,
         "n_val": len(val_ds),
         "mean_ece_before": before["mean_ece"],
         "mean_ece_after": after["mean_ece"],
@@ -198,7 +196,8 @@ def evaluate_run(
         seed: seeds the bootstrap and the source probe.
         batch_size: images per forward pass.
         progress: ``progress(done, total)`` while the model runs.
-        fit_temperature: fit a temperature on the val split and save it in ``config.json``.
+        fit_temperature: refit per-class temperatures and the operating points on the val
+            split and save them in ``config.json``.
         min_count: fewest positives / negatives for a class to be scored.
         command: the command line to record in the header (default: an equivalent one).
 
@@ -212,7 +211,7 @@ def evaluate_run(
     run_dir = resolve_run(run)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, config = load_run(run_dir, device=device)
-    classes = list(config["classes"])
+    classes = list(config.classes)
     df = read_manifest(work)
     rows = select_rows(df, split)
     dataset = open_dataset(work, rows, config)
@@ -228,10 +227,11 @@ def evaluate_run(
         feats = infer(model, dataset, batch_size, features=True, rows=feat_rows)
     temperature = None
     if fit_temperature:
-        temperature = _temperature(
+        config, temperature = _temperature(
             model, run, run_dir, work, df, config, logits, dataset.labels, batch_size
         )
-    probs = _probs(logits, config)
+    decided = DecisionStep(config)(logits)
+    probs = decided.probabilities
     y_train = None
     if "split" in df.columns:
         tr = df[(df["status"] == STATUS_OK) & (df["split"] == "train")]
@@ -240,7 +240,7 @@ def evaluate_run(
         rows,
         probs,
         classes,
-        thresholds=config.get("thresholds"),
+        thresholds=dict(zip(classes, decided.thresholds.tolist(), strict=True)),
         y_train=y_train,
         features=feats,
         feature_rows=feat_rows,
@@ -250,6 +250,15 @@ def evaluate_run(
     )
     if temperature is not None:
         metrics["calibration"]["temperature"] = temperature
+    clusters = cluster_ids(rows)
+    metrics["decisions"] = decision_section(
+        config,
+        dataset.labels.astype(np.float64),
+        decided,
+        rows["source"].astype("string").fillna("<unknown>").to_numpy(dtype=object),
+        clusters,
+        resample_counts(int(clusters.max()) + 1 if len(clusters) else 0, n_boot, seed + 2),
+    )
     data_hash = manifest_hash(df)
     equivalent = shlex.join(
         ["cxrad", "evaluate", str(run), "--data", str(work), "--split", split]
@@ -259,15 +268,16 @@ def evaluate_run(
     )
     metrics["header"] = {
         "model": {
-            "name": config["model"]["name"],
+            "name": config.name,
             "run": str(run),
             "run_path": str(run_dir.resolve()),
             "classes": classes,
-            "activation": config.get("activation", "sigmoid"),
-            "preprocess": config.get("preprocess"),
-            "temperature": config.get("temperature"),
-            "git_commit": config.get("git_commit"),
-            "trained": config.get("created"),
+            "activation": config.activation,
+            "preprocess": asdict(config.preprocess),
+            "temperature": None if config.temperature is None else list(config.temperature),
+            "decision": {"policy": config.decision.policy, "score": config.decision.score},
+            "git_commit": config.git_commit,
+            "trained": config.created,
         },
         "data": {
             "work": str(Path(work).resolve()),
@@ -275,8 +285,8 @@ def evaluate_run(
             "n_images": len(rows),
             "n_not_in_cache": int(dataset.dropped),
             "manifest_hash": data_hash,
-            "run_manifest_hash": config.get("manifest_hash"),
-            "same_manifest_as_training": config.get("manifest_hash") == data_hash,
+            "run_manifest_hash": config.manifest_hash,
+            "same_manifest_as_training": config.manifest_hash == data_hash,
             "sources": {str(k): int(v) for k, v in rows["source"].value_counts().items()},
         },
         "command": command or equivalent,

@@ -256,7 +256,7 @@ def fit_decision(
         cands[kind] = (point, stats, over, abnormal)
     if not cands:
         raise ModelError("a run needs a NORMAL output or at least one finding to triage")
-    best = max(kinds, key=lambda k: (cands[k][1]["j"] if cands[k][1]["j"] is not None else -2))
+    best = max(kinds, key=lambda k: cands[k][1]["j"] if cands[k][1]["j"] is not None else -2)
     point, _, over_b, abnormal_b = cands[best]
     alternatives = {f"triage_gate/{k}": v[1] for k, v in cands.items()}
     alternatives[f"independent/{best}"] = film_stats(over_b, abnormal_b, y_abn)

@@ -325,4 +325,3 @@ def _registry_contract(name: str) -> dict[str, Any]:
     from cxrad.models.registry import get_spec
 
     return get_spec(name).contract()
-

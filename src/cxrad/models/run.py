@@ -43,9 +43,7 @@ def resolve_run(run: str | Path) -> Path:
     return path
 
 
-def save_run(
-    run_dir: str | Path, model: Classifier, config: RunConfig | Mapping[str, Any]
-) -> Path:
+def save_run(run_dir: str | Path, model: Classifier, config: RunConfig | Mapping[str, Any]) -> Path:
     """Write weights and config atomically into ``run_dir``; the model's contract is recorded.
 
     ``config`` may still be an old-style dict (``model`` and ``classes`` at least).
@@ -120,4 +118,3 @@ def probabilities(
     t = torch.as_tensor(temps, dtype=logits.dtype, device=logits.device)
     z = logits / t
     return torch.softmax(z, dim=-1) if activation == "softmax" else torch.sigmoid(z)
-

@@ -96,7 +96,9 @@ def val_logits(
         raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
     val = df[(df["status"] == STATUS_OK) & (df["split"] == "val")].reset_index(drop=True)
     pre = config.preprocess
-    ds = CachedDataset(val, open_work_cache(work, pre.size, pre.mode), list(config.classes), uint8=True)
+    ds = CachedDataset(
+        val, open_work_cache(work, pre.size, pre.mode), list(config.classes), uint8=True
+    )
     if len(ds) == 0:
         raise TrainError(
             f"no cached val images in {work}; run `cxrad preprocess {work} --size {pre.size} "
