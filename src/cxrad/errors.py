@@ -49,3 +49,7 @@ class EvaluateError(CxradError):
 
 class PredictError(CxradError):
     """Prediction cannot run: no inputs, no model."""
+
+
+class AdaptError(CxradError):
+    """A site's films cannot adapt a run: none labelled, no positives, no negatives."""

@@ -17,6 +17,7 @@ from cxrad.cli import (  # noqa: F401  isort: skip
     preprocess,
     train,
     evaluate,
+    adapt,
     predict,
 )
 

@@ -29,6 +29,7 @@ from cxrad.models import (
     save_run,
 )
 from cxrad.models.calibrate import film_stats, triage_labels
+from cxrad.models.shift import score_reference
 from cxrad.train.metrics import macro_auroc, per_class_auroc
 from cxrad.train.module import to_unit_float
 from cxrad.train.setup import open_work_cache
@@ -82,7 +83,11 @@ def finalise(
     fitted = recalibrate(config, logits, labels, rule)
     fitted = fitted.evolve(
         val_metrics=decision_metrics(fitted, logits, labels),
-        extra={**fitted.extra, "operating_point_rule": str(rule)},
+        extra={
+            **fitted.extra,
+            "operating_point_rule": str(rule),
+            "val_scores": score_reference(logits, config.classes),
+        },
     )
     return save_run(out, model.cpu().eval(), fitted)
 
