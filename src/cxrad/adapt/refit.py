@@ -203,6 +203,7 @@ def adapt_run(
     rule: Rule | str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    split: str = "all",
 ) -> AdaptReport:
     """Adapt ``run`` to a site's labelled films in ``data`` and write the new run to ``out``.
 
@@ -210,7 +211,7 @@ def adapt_run(
         >>> report = adapt_run("default", "site_films/", "runs/site")  # doctest: +SKIP
     """
     model, config = load_run(run)
-    site = load_site(model, config, data)
+    site = load_site(model, config, data, split)
     fitted, report = adapt_logits(
         config, site.logits, site.labels, site.clusters, rule, n_boot, seed
     )
@@ -221,6 +222,7 @@ def adapt_run(
                 "from_run": str(run),
                 "data": str(data),
                 "n_films": len(site.labels),
+                "split": split,
                 "rule": report.rule,
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },

@@ -2,7 +2,7 @@
 
 Two layouts:
 - a work folder (``manifest.parquet`` + a cache built with the run's preprocessing): every
-  ``ok`` row is used, whatever its split; patients come from the manifest;
+  ``ok`` row (or one split's) is used; patients come from the manifest;
 - a plain folder of class-named subfolders, ``FOLDER/<CLASS>/*.png|jpg|dcm``, where CLASS is
   one of the 17 class names (case-insensitive): the film is 1 for it, and a ``NORMAL`` film is
   0 for every finding; a finding's film is 0 for NORMAL. Each film is its own patient.
@@ -40,15 +40,20 @@ class SiteFilms:
     skipped: list[tuple[str, str]]
 
 
-def load_site(model: Classifier, config: RunConfig, data: str | Path) -> SiteFilms:
+def load_site(
+    model: Classifier, config: RunConfig, data: str | Path, split: str = "all"
+) -> SiteFilms:
     """Run the model over the site's films (see the module docstring for the layouts).
+
+    ``split`` picks the rows of a work folder (``"all"``: every ``ok`` row; ``"val"`` refits a
+    run on the split it was selected on).
 
     Raises:
         AdaptError: ``data`` is neither layout, or holds no usable film.
     """
     data = Path(data)
     if (data / "manifest.parquet").is_file():
-        ds = open_dataset(data, select_rows(read_manifest(data), "all"), config)
+        ds = open_dataset(data, select_rows(read_manifest(data), split), config)
         if len(ds) == 0:
             raise AdaptError(f"none of the films in {data} are cached; run `cxrad preprocess`")
         return SiteFilms(infer(model, ds), ds.labels.astype(np.float64), cluster_ids(ds.df), [])

@@ -35,6 +35,9 @@ def adapt(
     ),
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="patient-bootstrap resamples"),
     seed: int = typer.Option(0, "--seed", help="seeds the bootstrap and the cross-fit halves"),
+    split: str = typer.Option(
+        "all", "--split", help="with a work folder: all (every ok row), or train/val/test"
+    ),
 ) -> None:
     """Refit temperatures and operating points on 100-500 of a site's labelled films; no retraining.
 
@@ -47,7 +50,7 @@ def adapt(
     """
     from cxrad.adapt import adapt_run
 
-    r = adapt_run(run, data, out, operating_point, n_boot=n_boot, seed=seed)
+    r = adapt_run(run, data, out, operating_point, n_boot=n_boot, seed=seed, split=split)
     err_console.print(f"adapted {run} on {r.n_films} films ({r.rule}) -> {out}", highlight=False)
     shift = r.shift or {}
     head = "class  n+/n-  sens before -> after  spec before -> after  KS  mean shift  (what)"

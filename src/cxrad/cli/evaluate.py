@@ -43,7 +43,8 @@ def evaluate(
     fit_temperature: bool = typer.Option(
         False,
         "--fit-temperature",
-        help="fit temperature scaling on the val split and save it into RUN/config.json; "
+        help="refit per-class temperatures (and with them the operating points) on the val "
+        "split and save them into RUN/config.json; "
         "the report shows ECE before and after",
     ),
 ) -> None:

@@ -92,7 +92,8 @@ def train(
     """Train a model on WORK's train split; keep the checkpoint with the best val macro AUROC.
 
     Resumes from RUN/checkpoints/last.ckpt when present. Writes RUN/model.safetensors and
-    RUN/config.json (classes, thresholds picked on val, manifest hash, git commit).
+    RUN/config.json (classes, temperatures and operating points fitted on val, the triage
+    decision, manifest hash, git commit).
 
     Example: cxrad train work --model cxr-fast --out runs/fast --epochs 20
     """
