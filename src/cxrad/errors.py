@@ -27,6 +27,19 @@ class DecodeError(CxradError):
     """An image file cannot be decoded into a chest X-ray array."""
 
 
+class ImageReadError(DecodeError):
+    """One file cannot be read as an image; ``code`` says why, in a stable word.
+
+    Raised by :func:`cxrad.image.read_image` for every failure, so a stage can record the file
+    with its reason and go on. Codes: ``missing``, ``empty``, ``not_an_image``, ``truncated``,
+    ``too_large``, ``unsupported_transfer_syntax``, ``undecodable``, ``unreadable``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class PreprocessConfigError(CxradError):
     """A preprocessing option (size, resize mode) is invalid."""
 
