@@ -22,7 +22,7 @@ from cxrad.predict import Predictor, find_inputs
 
 CLASSES = ["EFFUSION", "NORMAL", "PNEUMONIA"]
 SIZE = 128  # the seed FCN halves seven times: 128 px is its smallest input
-RECORD_KEYS = {"path", "status", "findings", "positive", "abnormal_score", "model"}
+RECORD_KEYS = {"path", "status", "code", "findings", "positive", "abnormal_score", "model"}
 
 
 def make_run(path: Path, thresholds: dict[str, float] | None = None) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -39,6 +40,25 @@ class Tally:
         else:
             self.failed += 1
             self.failures.append((rec["path"], rec["status"]))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or Infinity float replaced by None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps(rec: dict[str, Any]) -> str:
+    """One record as strict JSON: never a bare ``NaN`` or ``Infinity`` that other tools reject."""
+    try:
+        return json.dumps(rec, allow_nan=False)
+    except ValueError:
+        return json.dumps(json_safe(rec), allow_nan=False)
 
 
 def csv_row(rec: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
@@ -93,7 +113,7 @@ def write_records(
         if fmt == "json":
             stream.write(",\n" if tally.total else "\n")
         tally.add(rec)
-        stream.write(json.dumps(rec))
+        stream.write(dumps(rec))
         if fmt == "jsonl":
             stream.write("\n")
         stream.flush()

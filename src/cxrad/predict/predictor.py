@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxrad.errors import CxradError, PredictError
+from cxrad.errors import CxradError, ImageReadError, PredictError
 from cxrad.labels import NORMAL, abnormal_score
 from cxrad.models import Classifier, load_run, probabilities, resolve_run
 from cxrad.options import suggest
@@ -33,6 +33,10 @@ from cxrad.progress import Progress
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
+NON_FINITE = (
+    "non-finite output: the model produced NaN or Infinity for this image; its weights may be "
+    "damaged (retrain, or check model.safetensors)"
+)
 THRESHOLD_MODES = ("val", "fixed")
 Item = str | os.PathLike[str] | np.ndarray | Image.Image
 
@@ -168,10 +172,14 @@ class Predictor:
         scores = abnormal_score(probs, self.classes)
         recs = []
         for path, p, s in zip(paths, probs, scores, strict=True):
+            if not (np.isfinite(p).all() and np.isfinite(s)):
+                recs.append(self._error(path, NON_FINITE, code="non_finite_output"))
+                continue
             recs.append(
                 {
                     "path": path,
                     "status": "ok",
+                    "code": None,
                     "findings": {c: float(v) for c, v in zip(self.classes, p, strict=True)},
                     "positive": [
                         c
@@ -184,10 +192,11 @@ class Predictor:
             )
         return recs, x
 
-    def _error(self, path: str, reason: str) -> dict[str, Any]:
+    def _error(self, path: str, reason: str, code: str | None = None) -> dict[str, Any]:
         return {
             "path": path,
             "status": f"error: {reason}",
+            "code": code,
             "findings": {},
             "positive": [],
             "abnormal_score": None,
@@ -245,14 +254,17 @@ class Predictor:
                 png = save_heatmap(stems[i], self.classes[c], images[i], cam)
                 recs[i]["heatmaps"][self.classes[c]] = str(png)
 
-    def _load(self, f: InputFile) -> np.ndarray | str:
+    def _load(self, f: InputFile) -> np.ndarray | tuple[str, str]:
+        """The prepared image, or ``(code, reason)`` when the file cannot be read."""
         try:
             return self.prepare(f.path)
+        except ImageReadError as e:
+            return e.code, str(e)
         except CxradError as e:
-            return str(e)
+            return "unreadable", str(e)
         except Exception as e:  # a 100,000-file run must survive any one bad file
             logger.debug("unexpected failure reading %s", f.path, exc_info=True)
-            return f"{type(e).__name__}: {e}"
+            return "unreadable", f"unreadable: {type(e).__name__}: {e}"
 
     def predict_many(
         self,
@@ -294,7 +306,7 @@ class Predictor:
                 loaded = list(pool.map(self._load, batch))
                 ok = [i for i, v in enumerate(loaded) if isinstance(v, np.ndarray)]
                 out: list[dict[str, Any]] = [
-                    self._error(str(f.path), v) if isinstance(v, str) else {}
+                    {} if isinstance(v, np.ndarray) else self._error(str(f.path), v[1], v[0])
                     for f, v in zip(batch, loaded, strict=True)
                 ]
                 if ok:
@@ -340,6 +352,11 @@ def _array_to_unit(a: np.ndarray) -> np.ndarray:
         )
     if a.dtype == np.uint8:
         return a
+    finite = np.isfinite(a) if a.dtype.kind in "fc" else np.ones(a.shape, bool)
+    if not finite.any():
+        raise ImageReadError(
+            "not_an_image", "not an image: the array holds no finite value (all NaN or Infinity)"
+        )
     f = np.nan_to_num(a.astype(np.float64))
     lo, hi = float(f.min()), float(f.max())
     if a.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
