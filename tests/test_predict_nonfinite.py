@@ -68,3 +68,14 @@ def test_dumps_never_writes_bare_nan() -> None:
         "b": [None, 1.0],
         "c": {"d": None},
     }
+
+
+def test_a_failure_mid_stream_still_closes_the_json_array() -> None:
+    def records():
+        yield {"path": "a", "status": "ok", "positive": [], "findings": {}, "abnormal_score": 0.1}
+        raise OSError(28, "No space left on device")
+
+    buf = io.StringIO()
+    with pytest.raises(OSError):
+        write_records(records(), buf, "json")
+    assert [r["path"] for r in json.loads(buf.getvalue())] == ["a"]

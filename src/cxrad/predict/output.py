@@ -109,14 +109,17 @@ def write_records(
         return tally
     if fmt == "json":
         stream.write("[")
-    for rec in records:
+    try:
+        for rec in records:
+            if fmt == "json":
+                stream.write(",\n" if tally.total else "\n")
+            tally.add(rec)
+            stream.write(dumps(rec))
+            if fmt == "jsonl":
+                stream.write("\n")
+            stream.flush()
+    finally:  # a failure mid-run still leaves valid JSON (the records so far), never a lone "["
         if fmt == "json":
-            stream.write(",\n" if tally.total else "\n")
-        tally.add(rec)
-        stream.write(dumps(rec))
-        if fmt == "jsonl":
-            stream.write("\n")
-        stream.flush()
-    if fmt == "json":
-        stream.write("\n]\n")
+            stream.write("\n]\n")
+            stream.flush()
     return tally
