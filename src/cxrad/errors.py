@@ -15,6 +15,13 @@ class IngestError(CxradError):
     """A dataset folder is missing, empty, or in a layout no adapter recognises."""
 
 
+class LabelFileError(IngestError):
+    """A label file is malformed: wrong columns, delimiter, encoding or compression, ragged rows.
+
+    The message names the file, the line or column, and what was expected.
+    """
+
+
 class ManifestError(CxradError):
     """A manifest is missing or does not follow the schema."""
 

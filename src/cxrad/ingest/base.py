@@ -72,6 +72,13 @@ def positive_labels(*present: str, absent: Iterable[str] = ()) -> dict[str, floa
     return out
 
 
+def _has_id(patient: object) -> bool:
+    """An id is present unless it is None, blank, or a NaN that a table reader left."""
+    if patient is None or (isinstance(patient, float) and patient != patient):
+        return False
+    return bool(str(patient).strip()) and str(patient).strip().lower() != "nan"
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -223,7 +230,7 @@ def row(
         "path": str(path.absolute()),
         "source": source,
         "official_split": split,
-        "patient_id": f"{source}:{patient}" if patient not in (None, "") else None,
+        "patient_id": f"{source}:{patient}" if _has_id(patient) else None,
         "view": view,
         "site": site,
         "label_source": label_source,
