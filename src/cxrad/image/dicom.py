@@ -135,9 +135,9 @@ def _pixels(ds: Any, name: str) -> np.ndarray:
             warnings.simplefilter("ignore")
             ds.pixel_array_options(index=0)
             return np.asarray(ds.pixel_array)
-    except MemoryError:
+    except (MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except Exception as e:  # pydicom and its plugins raise many types
+    except BaseException as e:  # pydicom and its plugins raise many types (pyo3 panics too)
         missing = missing_decoder(ts)
         compressed = ts is not None and str(ts) not in _UNCOMPRESSED
         if not missing and compressed and _int(ds, "BitsAllocated") == 1:

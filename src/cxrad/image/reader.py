@@ -82,7 +82,10 @@ def read_image(
         raise
     except MemoryError as e:
         raise ImageReadError("too_large", f"too large: {label}: out of memory decoding it") from e
-    except Exception as e:  # the boundary: no raw exception from any decoder escapes
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # the boundary: nothing a decoder raises escapes raw (the Rust
+        # plugins raise pyo3's PanicException, a BaseException, on some corrupt data)
         logger.debug("unexpected failure reading %s", label, exc_info=True)
         detail = " ".join(str(e).split())[:200]
         raise ImageReadError(
