@@ -281,8 +281,10 @@ def test_cli_preprocess(tmp_path: Path) -> None:
 @pytest.mark.data
 def test_real_fixtures_cache_every_file(tmp_path: Path, fixtures_root: Path) -> None:
     files = sorted(
-        p for p in fixtures_root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".dcm")
-    )
+        p
+        for p in fixtures_root.rglob("*")
+        if p.suffix.lower() in (".png", ".jpg", ".dcm") and "pydicom-data" not in p.parts
+    )  # pydicom-data holds files that must fail: tests/test_image_dicom.py covers it
     assert len(files) >= 19
     recs = [
         {"image_id": f"fixtures/{p.relative_to(fixtures_root)}", "path": str(p), "status": "ok"}

@@ -15,6 +15,13 @@ class IngestError(CxradError):
     """A dataset folder is missing, empty, or in a layout no adapter recognises."""
 
 
+class LabelFileError(IngestError):
+    """A label file is malformed: wrong columns, delimiter, encoding or compression, ragged rows.
+
+    The message names the file, the line or column, and what was expected.
+    """
+
+
 class ManifestError(CxradError):
     """A manifest is missing or does not follow the schema."""
 
@@ -25,6 +32,19 @@ class SplitError(CxradError):
 
 class DecodeError(CxradError):
     """An image file cannot be decoded into a chest X-ray array."""
+
+
+class ImageReadError(DecodeError):
+    """One file cannot be read as an image; ``code`` says why, in a stable word.
+
+    Raised by :func:`cxrad.image.read_image` for every failure, so a stage can record the file
+    with its reason and go on. Codes: ``missing``, ``empty``, ``not_an_image``, ``truncated``,
+    ``too_large``, ``unsupported_transfer_syntax``, ``undecodable``, ``unreadable``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PreprocessConfigError(CxradError):

@@ -18,16 +18,15 @@ from typing import Any
 
 import pandas as pd
 
+from cxrad import image
 from cxrad.errors import IngestError
 from cxrad.labels import CLASSES, FINDINGS, NORMAL
 from cxrad.manifest import STATUS_OK
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
-)
-"""File name endings (case-insensitive) that adapters list as images."""
+IMAGE_SUFFIXES: frozenset[str] = image.IMAGE_SUFFIXES
+"""File name endings (case-insensitive) that adapters list as images (:mod:`cxrad.image`'s)."""
 METADATA_SUFFIXES: frozenset[str] = frozenset(
     {".csv", ".tsv", ".txt", ".xml", ".json", ".md", ".xlsx", ".xls", ".pdf", ".html", ".yaml",
      ".yml", ".parquet", ".py", ".ipynb", ".zip", ".gz", ".tar", ".npz", ".npy"}
@@ -73,6 +72,13 @@ def positive_labels(*present: str, absent: Iterable[str] = ()) -> dict[str, floa
     return out
 
 
+def _has_id(patient: object) -> bool:
+    """An id is present unless it is None, blank, or a NaN that a table reader left."""
+    if patient is None or (isinstance(patient, float) and patient != patient):
+        return False
+    return bool(str(patient).strip()) and str(patient).strip().lower() != "nan"
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -81,8 +87,8 @@ def is_image(path: Path) -> bool:
 
     Scanners often write DICOM files with no suffix or with a UID for a name
     (``1.2.840.113619.2.55.3.604688119``), so a file whose suffix is neither an image type nor
-    a known label/metadata type (:data:`METADATA_SUFFIXES`) is sniffed for the ``DICM`` marker
-    (132 bytes read, no pixels).
+    a known label/metadata type (:data:`METADATA_SUFFIXES`) is sniffed for a DICOM header
+    (132 bytes read, no pixels; the ``DICM`` marker, or a bare dataset without preamble).
     """
     if path.name.startswith("."):
         return False
@@ -93,13 +99,8 @@ def is_image(path: Path) -> bool:
 
 
 def is_dicom_file(path: Path) -> bool:
-    """True if ``path`` carries the DICOM Part 10 marker (``DICM`` at byte 128)."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
+    """True if ``path`` is a DICOM by its bytes, with or without the 128-byte preamble."""
+    return image.is_dicom_file(path)
 
 
 def unlisted_files(folder: Path, listed: Iterable[str], limit: int = 5) -> dict[str, Any]:
@@ -229,7 +230,7 @@ def row(
         "path": str(path.absolute()),
         "source": source,
         "official_split": split,
-        "patient_id": f"{source}:{patient}" if patient not in (None, "") else None,
+        "patient_id": f"{source}:{patient}" if _has_id(patient) else None,
         "view": view,
         "site": site,
         "label_source": label_source,

@@ -125,6 +125,7 @@ def ingest(
             continue
         done_folders.add(folder.resolve())
         df = get_adapter(name).read(folder)
+        notes += df.attrs.get("notes", [])  # label-file precedence, duplicates, empty ids
         logger.debug("%s: %d rows from %s", name, len(df), folder)
         if taken.intersection(df["image_id"]):
             df = _rekey(df, folder, taken)

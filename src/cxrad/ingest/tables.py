@@ -24,6 +24,7 @@ from cxrad.ingest.base import (
     require_base,
     row,
 )
+from cxrad.ingest.labeltable import read_table
 from cxrad.manifest import STATUS_OK, make_rows
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,15 @@ NIH_FINDINGS: dict[str, str] = {
 """NIH finding name -> class. ``No Finding`` -> NORMAL. COVID_19 and TUBERCULOSIS stay NaN."""
 
 
+def _nih_label_files(base: Path) -> list[Path]:
+    """Every ``Data_Entry_2017*.csv[.gz]``, the one to use first: the 2020 revision
+    (``_v2020``) beats the original, a plain CSV beats its ``.gz``, then by name."""
+    files = list(base.glob("Data_Entry_2017*.csv")) + list(base.glob("Data_Entry_2017*.csv.gz"))
+    return sorted(files, key=lambda f: ("v2020" not in f.name.lower(), f.suffix == ".gz", f.name))
+
+
 def _nih_label_file(base: Path) -> Path | None:
-    files = sorted(base.glob("Data_Entry_2017*.csv")) + sorted(base.glob("Data_Entry_2017*.csv.gz"))
+    files = _nih_label_files(base)
     return files[0] if files else None
 
 
@@ -90,9 +98,13 @@ def _nih_boxes(base: Path) -> dict[str, list[dict[str, Any]]]:
 
 def _nih_labels(findings: str) -> tuple[dict[str, float] | None, str]:
     names = [f.strip() for f in findings.split("|") if f.strip()]
+    if not names:
+        return None, "unlabelled: empty Finding Labels"
     unknown = [n for n in names if n != "No Finding" and n not in NIH_FINDINGS]
     if unknown:
         return None, f"unmapped label: {'|'.join(unknown)}"
+    if "No Finding" in names and len(names) > 1:
+        return None, f"unmapped label: 'No Finding' together with findings ({findings})"
     if names == ["No Finding"]:
         labels = normal_labels()
         for c in ("COVID_19", "TUBERCULOSIS"):  # NIH never annotates these two
@@ -112,9 +124,22 @@ def read_nih(root: Path) -> pd.DataFrame:
     cols = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age"]
     cols += ["Patient Gender", "View Position"]
     images = _nih_images(base)
-    table = pd.read_csv(label_file, usecols=cols, dtype=str)
+    notes = _nih_precedence(base)
+    table = read_table(label_file, cols)[cols]
     table = table[table["Image Index"].isin({p.name for p in images})]  # 112k rows -> present
+    dups = int(table["Image Index"].duplicated().sum())
+    if dups:
+        notes.append(
+            f"{label_file}: {dups} repeated row(s) for an image already listed; the first "
+            "row of each image was used"
+        )
     table = table.drop_duplicates("Image Index").set_index("Image Index")
+    no_patient = int((table["Patient ID"].str.strip() == "").sum())
+    if no_patient:
+        notes.append(
+            f"{label_file}: {no_patient} row(s) with an empty Patient ID; their patient_id is "
+            "null (each is split as its own patient)"
+        )
     entries = table.to_dict("index")
     splits = _nih_splits(base)
     boxes = _nih_boxes(base)
@@ -148,7 +173,7 @@ def read_nih(root: Path) -> pd.DataFrame:
                 path,
                 labels,
                 status=status,
-                patient=r["Patient ID"],
+                patient=r["Patient ID"].strip() or None,
                 split=splits.get(name),
                 view=r["View Position"],
                 label_source=label_file.name,
@@ -156,7 +181,17 @@ def read_nih(root: Path) -> pd.DataFrame:
                 meta=meta,
             )
         )
-    return make_rows(records)
+    out = make_rows(records)
+    out.attrs["notes"] = notes
+    return out
+
+
+def _nih_precedence(base: Path) -> list[str]:
+    files = _nih_label_files(base)
+    if len(files) < 2:
+        return []
+    others = ", ".join(f.name for f in files[1:])
+    return [f"{base}: several NIH label files; used {files[0].name} (newest), not {others}"]
 
 
 # ---------------------------------------------------------------- ieee8023
@@ -228,7 +263,7 @@ def read_ieee8023(root: Path, frontal: Iterable[str] = FRONTAL_VIEWS) -> pd.Data
         frontal: view prefixes kept; others become ``excluded: ...`` rows.
     """
     base = require_base(root, _ieee_ok, ["covid-chestxray-dataset"], _IEEE_LAYOUT)
-    meta_df = pd.read_csv(base / "metadata.csv", dtype=str, keep_default_na=False)
+    meta_df = read_table(base / "metadata.csv", ["finding", "filename"])
     frontal = tuple(frontal)
     seen: dict[str, str | None] = {}
     records = []

@@ -7,8 +7,6 @@ sources. Images are hashed one at a time per worker process, never all held in m
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
 from collections.abc import Sequence
@@ -16,70 +14,54 @@ from collections.abc import Sequence
 import imagehash
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from cxrad.errors import ImageReadError
+from cxrad.image import MAX_PIXELS, read_image, sha1_bytes
 from cxrad.manifest.schema import STATUS_OK
 from cxrad.parallel import map_chunks
 from cxrad.progress import Progress
 
 logger = logging.getLogger(__name__)
 
-MAX_IMAGE_PIXELS = 200_000_000
-"""Decoding refuses images with more pixels than this (a decompression-bomb guard, checked
-before decoding; PIL's own global guard is left as it is)."""
+MAX_IMAGE_PIXELS = MAX_PIXELS
+"""The pixel cap (:data:`cxrad.image.MAX_PIXELS`), checked before decoding."""
 CHUNK = 64
 """Images per task sent to a worker: large enough to amortise IPC, small for smooth progress."""
-DICOM_SUFFIXES = (".dcm", ".dicom")
+_DRAFT = 256
+"""JPEGs are decoded at a reduced scale of at least this side: phash works on 32x32 anyway."""
 
 HashResult = tuple[str | None, str | None, str]  # (sha1, phash, status)
 
-
-def _dicom_image(data: bytes) -> Image.Image:
-    """Greyscale 8-bit image of a DICOM's pixels: min-max scaled, MONOCHROME1 inverted."""
-    import pydicom
-
-    ds = pydicom.dcmread(io.BytesIO(data))
-    _check_size(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
-    arr = np.asarray(ds.pixel_array, dtype=np.float32)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour
-        arr = arr[..., :3].mean(axis=-1)
-    elif arr.ndim == 3:  # multi-frame: the first frame
-        arr = arr[0]
-    return Image.fromarray(_to_uint8(arr, str(ds.get("PhotometricInterpretation", ""))))
-
-
-def _check_size(width: int, height: int) -> None:
-    if width * height > MAX_IMAGE_PIXELS:
-        raise Image.DecompressionBombError(f"{width}x{height} pixels")
-
-
-def _to_uint8(arr: np.ndarray, photometric: str = "") -> np.ndarray:
-    lo, hi = float(arr.min()), float(arr.max())
-    out = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    if photometric == "MONOCHROME1":
-        out = 1.0 - out
-    return np.round(out * 255).astype(np.uint8)
-
-
-def _grey(img: Image.Image) -> Image.Image:
-    """8-bit greyscale; 16-bit and float images are min-max scaled (PIL would clip them)."""
-    if img.mode in ("I", "F") or img.mode.startswith("I;"):
-        return Image.fromarray(_to_uint8(np.asarray(img, dtype=np.float32)))
-    return img.convert("L")
+_STATUS = {
+    "empty": "empty file",
+    "not_an_image": "not an image",
+    "truncated": "truncated",
+    "too_large": "too large",
+    "missing": "missing file",
+}
 
 
 def load_grey(path: str, data: bytes) -> Image.Image:
     """The file's bytes as an 8-bit grey PIL image, the way the perceptual hashes see it.
 
-    Shared with the split stage's finer hash, so both hashes decode an image identically.
+    Decoded by :func:`cxrad.image.read_image` (the same pixels preprocess caches), so the
+    split stage's finer hash and this one see an image identically.
+
+    Raises:
+        ImageReadError: the bytes are not a readable image.
     """
-    if path.lower().endswith(DICOM_SUFFIXES) or data[128:132] == b"DICM":
-        return _dicom_image(data)
-    img = Image.open(io.BytesIO(data))
-    _check_size(*img.size)
-    img.draft("L", (256, 256))  # JPEG: decode at reduced scale; phash works on 32x32 anyway
-    img.load()
-    return _grey(img)
+    r = read_image(data, MAX_IMAGE_PIXELS, native=True, draft=_DRAFT, name=path)
+    px = r.pixels
+    if px.dtype != np.uint8:
+        px = np.clip(np.rint(px * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(px)
+
+
+def status_for(error: ImageReadError, path: str) -> str:
+    """A manifest status for a failed read: ``unreadable: <short reason>``, groupable."""
+    reason = _STATUS.get(error.code) or str(error).replace(f": {path}", "", 1)[:160]
+    return f"unreadable: {reason}"
 
 
 def hash_file(path: str) -> HashResult:
@@ -89,20 +71,15 @@ def hash_file(path: str) -> HashResult:
             data = fh.read()
     except OSError as e:
         return None, None, f"unreadable: {e.strerror or type(e).__name__}"
-    sha1 = hashlib.sha1(data).hexdigest()
+    sha1 = sha1_bytes(data)
     if not data:
         return sha1, None, "unreadable: empty file"
     try:
         img = load_grey(path, data)
         return sha1, str(imagehash.phash(img)), STATUS_OK
-    except Image.DecompressionBombError:
-        return sha1, None, "unreadable: too large"
-    except UnidentifiedImageError:
-        return sha1, None, "unreadable: not an image"
-    except (OSError, SyntaxError) as e:
-        reason = "truncated" if "truncat" in str(e).lower() else str(e)[:120] or type(e).__name__
-        return sha1, None, f"unreadable: {reason}"
-    except Exception as e:
+    except ImageReadError as e:
+        return sha1, None, status_for(e, path)
+    except Exception as e:  # imagehash on a degenerate image: still one row with a reason
         return sha1, None, f"unreadable: {type(e).__name__}: {str(e)[:100]}"
 
 

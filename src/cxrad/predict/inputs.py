@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrad.errors import PredictError
+from cxrad.image import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
-)
-"""Extensions picked up when walking a folder (case-insensitive)."""
+IMAGE_EXTENSIONS: frozenset[str] = IMAGE_SUFFIXES
+"""Extensions picked up when walking a folder (case-insensitive): :data:`cxrad.image.IMAGE_SUFFIXES`."""
 
 _GLOB_CHARS = frozenset("*?[")
 

@@ -44,6 +44,14 @@ class Tally:
             self.failures.append((rec["image"], f"{rec['status']}: {rec.get('reason')}"))
 
 
+def dumps(rec: dict[str, Any]) -> str:
+    """One record as strict JSON: never a bare ``NaN`` or ``Infinity`` that other tools reject."""
+    try:
+        return json.dumps(rec, allow_nan=False)
+    except ValueError:
+        return json.dumps(json_safe(rec), allow_nan=False)
+
+
 def csv_row(rec: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
     """Flatten a record: one column per class, lists joined with ``;``."""
     triage = rec.get("triage") or {}
@@ -96,14 +104,17 @@ def write_records(
         return tally
     if fmt == "json":
         stream.write("[")
-    for rec in records:
+    try:
+        for rec in records:
+            if fmt == "json":
+                stream.write(",\n" if tally.total else "\n")
+            tally.add(rec)
+            stream.write(dumps(rec))
+            if fmt == "jsonl":
+                stream.write("\n")
+            stream.flush()
+    finally:  # a failure mid-run still leaves valid JSON (the records so far), never a lone "["
         if fmt == "json":
-            stream.write(",\n" if tally.total else "\n")
-        tally.add(rec)
-        stream.write(json.dumps(json_safe(rec), allow_nan=False))
-        if fmt == "jsonl":
-            stream.write("\n")
-        stream.flush()
-    if fmt == "json":
-        stream.write("\n]\n")
+            stream.write("\n]\n")
+            stream.flush()
     return tally

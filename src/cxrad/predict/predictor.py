@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxrad.errors import CxradError, PredictError
+from cxrad.errors import CxradError, ImageReadError, PredictError
 from cxrad.labels import NORMAL
 from cxrad.models import Classifier, DecisionStep, RunConfig, load_run, resolve_run
 from cxrad.options import suggest
@@ -35,6 +35,10 @@ from cxrad.progress import Progress
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
+NON_FINITE = (
+    "non-finite output: the model produced NaN or Infinity for this image; its weights may be "
+    "damaged (retrain, or check model.safetensors)"
+)
 THRESHOLD_MODES = ("val", "fixed")
 Item = str | os.PathLike[str] | np.ndarray | Image.Image
 
@@ -175,8 +179,15 @@ class Predictor:
         self, paths: list[str], images: list[np.ndarray]
     ) -> tuple[list[dict[str, Any]], np.ndarray]:
         x = np.stack(images)[:, None].astype(np.float32) / 255.0
-        decided = self.step.records(self.step(self.engine(x)))
-        return [{**self._head(p, "ok"), **d} for p, d in zip(paths, decided, strict=True)], x
+        logits = np.asarray(self.engine(x))
+        decided = self.step.records(self.step(logits))
+        recs = []
+        for path, row, d in zip(paths, logits, decided, strict=True):
+            if not np.isfinite(row).all():  # damaged weights or input: never an "ok" record
+                recs.append(self._error(path, NON_FINITE, code="non_finite_output"))
+            else:
+                recs.append({**self._head(path, "ok"), **d})
+        return recs, x
 
     def _head(
         self, path: str, status: str, code: str | None = None, reason: str | None = None
@@ -268,6 +279,8 @@ class Predictor:
         """The prepared image, or ``(code, reason)`` when the file cannot be used."""
         try:
             return self.prepare(f.path)
+        except ImageReadError as e:
+            return e.code, str(e)
         except CxradError as e:
             return str(getattr(e, "code", None) or "unreadable"), str(e)
         except Exception as e:  # a 100,000-file run must survive any one bad file
@@ -360,6 +373,11 @@ def _array_to_unit(a: np.ndarray) -> np.ndarray:
         )
     if a.dtype == np.uint8:
         return a
+    finite = np.isfinite(a) if a.dtype.kind in "fc" else np.ones(a.shape, bool)
+    if not finite.any():
+        raise ImageReadError(
+            "not_an_image", "not an image: the array holds no finite value (all NaN or Infinity)"
+        )
     f = np.nan_to_num(a.astype(np.float64))
     lo, hi = float(f.min()), float(f.max())
     if a.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:

@@ -8,7 +8,6 @@ packed into one memmap. Only one chunk of pixels per worker is ever in memory.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -22,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrad.errors import CacheError, DecodeError
+from cxrad.errors import CacheError, ImageReadError
+from cxrad.image import MAX_PIXELS, file_sha1, read_image, sha1_bytes
 from cxrad.manifest import STATUS_OK, read_manifest
 from cxrad.preprocess import store
-from cxrad.preprocess.decode import MAX_PIXELS, decode_bytes
 from cxrad.preprocess.transform import PreprocessConfig, resize
 from cxrad.progress import Progress
 
@@ -72,15 +71,6 @@ class PreprocessSummary:
         return d
 
 
-def file_sha1(path: str | Path) -> str:
-    """Content sha1 of a file, hex (the manifest's ``sha1``)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _hash_or_none(path: str) -> str | None:
     try:
         return file_sha1(path)
@@ -110,7 +100,7 @@ def process_chunk(
         except OSError as e:
             failed[sha] = f"missing file: {e.strerror or e}"
             continue
-        actual = hashlib.sha1(data).hexdigest()
+        actual = sha1_bytes(data)
         if actual != sha:
             failed[sha] = (
                 f"changed since ingest: content sha1 {actual[:12]} != manifest {sha[:12]}; "
@@ -118,11 +108,14 @@ def process_chunk(
             )
             continue
         try:
-            out[len(ok)] = resize(
-                decode_bytes(data, path, max_pixels=max_pixels), config.size, config.mode
-            )
-        except DecodeError as e:
+            pixels = read_image(data, max_pixels, native=True, name=path).pixels
+            out[len(ok)] = resize(pixels, config.size, config.mode)
+        except ImageReadError as e:
             failed[sha] = _strip_path(str(e), path)
+            continue
+        except Exception as e:  # one file never stops the stage: it becomes a failure row
+            logger.debug("preprocessing %s failed", path, exc_info=True)
+            failed[sha] = f"unreadable: {type(e).__name__}: {str(e)[:160]}"
             continue
         ok.append(sha)
     store.write_shard(Path(directory), name, ok, out[: len(ok)], failed)
