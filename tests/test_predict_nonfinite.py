@@ -44,7 +44,7 @@ def test_nan_weights_give_error_records_and_strict_json(tmp_path: Path) -> None:
     img = tmp_path / "a.png"
     Image.fromarray(np.full((64, 64), 128, np.uint8)).save(img)
     recs = list(pred.predict_many([img]))
-    assert recs[0]["status"].startswith("error: non-finite output")
+    assert recs[0]["status"] == "error" and recs[0]["reason"].startswith("non-finite output")
     assert recs[0]["code"] == "non_finite_output" and recs[0]["positive"] == []
     buf = io.StringIO()
     tally = write_records(iter(recs), buf, "json", CLASSES)
@@ -72,10 +72,10 @@ def test_dumps_never_writes_bare_nan() -> None:
 
 def test_a_failure_mid_stream_still_closes_the_json_array() -> None:
     def records():
-        yield {"path": "a", "status": "ok", "positive": [], "findings": {}, "abnormal_score": 0.1}
+        yield {"image": "a", "status": "ok", "positive": [], "findings": [], "probabilities": {}}
         raise OSError(28, "No space left on device")
 
     buf = io.StringIO()
     with pytest.raises(OSError):
         write_records(records(), buf, "json")
-    assert [r["path"] for r in json.loads(buf.getvalue())] == ["a"]
+    assert [r["image"] for r in json.loads(buf.getvalue())] == ["a"]
