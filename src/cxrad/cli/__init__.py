@@ -19,6 +19,7 @@ from cxrad.cli import (  # noqa: F401  isort: skip
     evaluate,
     adapt,
     predict,
+    serve,
 )
 
 __all__ = ["app", "main"]

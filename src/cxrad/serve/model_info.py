@@ -1,0 +1,47 @@
+"""Serve stage: what ``GET /v1/model`` says about the served run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxrad.predict import Predictor
+from cxrad.serve.settings import ServeSettings
+
+FORMATS = ["png", "jpeg", "dicom"]
+INTENDED_USE = "Research use only; not a medical device; not for diagnosis or patient care."
+
+
+def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
+    """Classes, thresholds and operating points, input contract and a model card summary."""
+    config = predictor.config
+    val = config.get("val_metrics") or {}
+    data = config.get("data") or {}
+    return {
+        "name": predictor.name,
+        "classes": list(predictor.classes),
+        "activation": str(config.get("activation", "sigmoid")),
+        "thresholds": {
+            c: float(t) for c, t in zip(predictor.classes, predictor.thresholds, strict=True)
+        },
+        "operating_points": config.get("operating_points"),
+        "input": {
+            "formats": FORMATS,
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_pixels": settings.max_pixels,
+            "size": predictor.preprocess.size,
+            "mode": predictor.preprocess.mode,
+            "model_input": dict(config.get("input") or {}),
+        },
+        "model_card": {
+            "intended_use": INTENDED_USE,
+            "architecture": (config.get("model") or {}).get("name"),
+            "created": config.get("created"),
+            "manifest_hash": config.get("manifest_hash"),
+            "git_commit": config.get("git_commit"),
+            "threshold_method": config.get("threshold_method"),
+            "n_train": data.get("n_train"),
+            "n_val": data.get("n_val"),
+            "val_macro_auroc": val.get("macro_auroc"),
+            "val_auroc": val.get("auroc"),
+        },
+    }
