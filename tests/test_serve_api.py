@@ -327,3 +327,49 @@ def test_threads_do_not_leak(run: Path) -> None:
         c.post("/v1/predict", files=upload(encode(film())))
     time.sleep(0.1)
     assert threading.active_count() <= before + 1
+
+
+# -- real films --------------------------------------------------------------------------------
+
+
+@pytest.mark.data
+def test_real_films_png_jpeg_dicom_give_the_cli_record(
+    client: TestClient, predictor: Predictor, shared_data: Path
+) -> None:
+    xrv = shared_data / "fixtures" / "xrv-tests"
+    ped = shared_data / "kaggle-pediatric-pneumonia" / "chest_xray" / "test" / "NORMAL"
+    films = [
+        sorted((shared_data / "nih-chestxray14" / "images").glob("*.png"))[0],
+        sorted(ped.glob("*.jpeg"))[0],
+        *sorted(xrv.glob("*.dcm")),  # a real SIIM DICOM (MONOCHROME2) and a MONOCHROME1 one
+        shared_data
+        / "fixtures"
+        / "nih-original-1024"
+        / sorted(p.name for p in (shared_data / "fixtures" / "nih-original-1024").glob("*.png"))[0],
+    ]
+    for path in films:
+        r = client.post("/v1/predict?preview=true", files=upload(path.read_bytes(), path.name))
+        assert r.status_code == 200, (path.name, r.text)
+        rec = r.json()
+        assert rec["path"] == path.name
+        assert rec["findings"] == pytest.approx(predictor.predict(path)["findings"], abs=1e-6)
+        assert decode_png(rec["preview"]).shape == (SIZE, SIZE)
+
+
+@pytest.mark.data
+def test_real_non_image_dicom_is_422_with_its_reason(client: TestClient, shared_data: Path) -> None:
+    """A DICOM without pixel data (a pydicom-data structured report) is refused with a reason."""
+    pool = sorted((shared_data / "fixtures" / "pydicom-data").rglob("*.dcm"))
+    import pydicom
+
+    no_pixels = next(
+        p
+        for p in pool
+        if "PixelData" not in pydicom.dcmread(p, stop_before_pixels=False, force=True)
+    )
+    body = assert_error(
+        client.post("/v1/predict", files=upload(no_pixels.read_bytes(), no_pixels.name)),
+        422,
+        "not_an_image",
+    )
+    assert "without pixel data" in body["message"]
