@@ -43,6 +43,11 @@ def serve(
     concurrency: int = typer.Option(
         2, "--concurrency", min=1, help="model calls that run at once per worker"
     ),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        help="torch (eager) or onnx (ONNX Runtime, steadier on a busy CPU; Grad-CAM uses torch)",
+    ),
     queue: int = typer.Option(
         8, "--queue", min=0, help="requests that may wait per worker; beyond that 503 + Retry-After"
     ),
@@ -53,9 +58,13 @@ def serve(
     """
     import uvicorn
 
+    from cxrad.errors import PredictError
     from cxrad.models import resolve_run
+    from cxrad.predict import BACKENDS
     from cxrad.serve import ServeSettings
 
+    if backend not in BACKENDS:
+        raise PredictError(f"unknown --backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     resolve_run(model)  # fail fast, with the fix, before uvicorn starts
     settings = ServeSettings(
         model=model,
@@ -69,6 +78,7 @@ def serve(
         timeout_s=timeout,
         concurrency=concurrency,
         queue=queue,
+        backend=backend,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         err_console.print(

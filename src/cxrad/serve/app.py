@@ -44,7 +44,9 @@ def create_app(
             tests pass a tiny model here.
     """
     settings = settings or ServeSettings()
-    load = load or (lambda s: Predictor.from_run(s.model, batch_size=s.batch_size))
+    load = load or (
+        lambda s: Predictor.from_run(s.model, backend=s.backend, batch_size=s.batch_size)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

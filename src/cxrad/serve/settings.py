@@ -27,6 +27,8 @@ class ServeSettings:
         queue: requests that may wait for a free slot; beyond that, 503 with ``Retry-After``.
         retry_after_s: the ``Retry-After`` value sent with 503.
         batch_size: images per forward pass (one upload is one image).
+        backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime for the forward pass; Grad-CAM
+            always uses the torch model).
     """
 
     model: str = "default"
@@ -42,6 +44,7 @@ class ServeSettings:
     queue: int = 8
     retry_after_s: int = 1
     batch_size: int = 1
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.queue < 0 or self.workers < 1:
