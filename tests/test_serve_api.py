@@ -373,3 +373,14 @@ def test_real_non_image_dicom_is_422_with_its_reason(client: TestClient, shared_
         "not_an_image",
     )
     assert "without pixel data" in body["message"]
+
+
+def test_heatmaps_on_a_model_without_a_cam_layer_is_422_cannot_predict(run: Path) -> None:
+    p = Predictor.from_run(run, batch_size=1)
+    p.model.spec = type(p.model.spec)(**{**p.model.spec.__dict__, "cam_layer": ""})
+    with TestClient(app_for(run, p)) as c:
+        assert c.post("/v1/predict", files=upload(encode(film()))).status_code == 200
+        body = assert_error(
+            c.post("/v1/predict?heatmaps=true", files=upload(encode(film()))), 422, "cannot_predict"
+        )
+        assert "Grad-CAM" in body["message"]

@@ -43,7 +43,12 @@ def test_options_and_token_from_the_environment_reach_uvicorn(
     s: ServeSettings = seen["app"].state.settings
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
     assert s.token == "from-env" and s.cors_origins == ("http://a.example",)
-    assert s.model == str(run)
+    assert s.model == str(run) and s.backend == "torch"
+
+
+def test_unknown_backend_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    code, err = cli(["serve", "--backend", "tensorrt"], monkeypatch, capsys)
+    assert code == 2 and "unknown --backend 'tensorrt'" in err
 
 
 def test_workers_get_the_settings_through_the_environment(tmp_path: Path, monkeypatch) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cxrad.errors import CxradError
+from cxrad.errors import CxradError, DecodeError
 from cxrad.predict import IMAGE_EXTENSIONS, Predictor
 from cxrad.serve.errors import ApiError
 from cxrad.serve.settings import ServeSettings
@@ -110,10 +110,16 @@ def image_size(path: Path) -> tuple[int, int] | None:
 
 
 def error_code(e: CxradError) -> str:
-    """A stable code for an unreadable upload: the error's own ``code``, else from its reason."""
+    """A stable code for a failed upload: the error's own ``code``, else from its reason.
+
+    Errors that are not about reading the image (a model without a Grad-CAM layer, say) are
+    ``cannot_predict``.
+    """
     code = getattr(e, "code", None)
     if isinstance(code, str) and code:
         return code
+    if not isinstance(e, DecodeError):
+        return "cannot_predict"
     text = str(e)
     for prefix, name in (
         ("zero-byte", "empty_file"),

@@ -43,7 +43,7 @@ class PredictRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: str
-    heatmaps: dict[str, str] | None = None
+    heatmaps: dict[str, Any] | None = None
     preview: str | None = None
 
 
