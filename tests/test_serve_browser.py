@@ -6,12 +6,15 @@ with the reason otherwise. Playwright's own browser download is not used.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cxrad.serve import ServeSettings
+from helpers import make_dicom
 from serve_support import encode, film, live_server
 
 CHROMIUM = Path(os.environ.get("CXRAD_CHROMIUM", "/usr/bin/chromium"))
@@ -120,6 +123,24 @@ def test_page_uploads_a_film_shows_findings_toggles_an_overlay_and_explains_a_re
     assert "not an image" in message and "(not_an_image)" in message
     assert not page.is_visible("#findings-box")
     page.screenshot(path=str(SHOTS / "serve-rejected.png"), full_page=True)
+
+    # A DICOM dropped on the page: the browser cannot show DICOM, the server's preview stands in.
+    pixels = (film("EFFUSION", seed=5, side=200).astype(np.uint16) * 16).astype(np.uint16)
+    dcm = make_dicom(tmp_path / "dropped.dcm", pixels, bits_stored=12)
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const dt = new DataTransfer();
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            dt.items.add(new File([bytes], "dropped.dcm", { type: "application/dicom" }));
+            return dt;
+        }""",
+        base64.b64encode(dcm.read_bytes()).decode(),
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#message:has-text('Done: dropped.dcm')", timeout=60_000)
+    assert page.get_attribute("#film", "src").startswith("data:image/png;base64,")
+    assert page.is_visible("#film") and page.is_visible("#triage")
+    assert len(page.query_selector_all("#findings li")) == 17
 
     # Nothing was fetched from anywhere but this server.
     assert requested and all(u.startswith(server) or u.startswith("data:") for u in requested)
