@@ -105,7 +105,8 @@ def test_predict_returns_the_predictor_record(
     want = predictor.predict(tmp_path / name)
     assert rec["path"] == name
     assert rec["status"] == "ok"
-    assert rec["findings"] == pytest.approx(want["findings"], abs=1e-6)
+    assert rec["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
+    assert rec["image"] == name and rec["findings"][0]["class"] == "EFFUSION"
     assert rec["positive"] == want["positive"] == ["EFFUSION"]
     assert set(want) <= set(rec)  # every key the predictor gives passes through
     assert rec["heatmaps"] is None and rec["preview"] is None
@@ -116,7 +117,9 @@ def test_predict_dicom(client: TestClient, predictor: Predictor, tmp_path: Path)
     path = make_dicom(tmp_path / "x.dcm", pixels, bits_stored=12)
     r = client.post("/v1/predict", files=upload(path.read_bytes(), "chest", "application/dicom"))
     assert r.status_code == 200, r.text
-    assert r.json()["findings"] == pytest.approx(predictor.predict(path)["findings"], abs=1e-6)
+    assert r.json()["probabilities"] == pytest.approx(
+        predictor.predict(path)["probabilities"], abs=1e-6
+    )
 
 
 def test_heatmaps_and_preview_are_png_data_at_model_geometry(client: TestClient) -> None:
@@ -314,7 +317,7 @@ def test_concurrent_heatmap_and_plain_requests_match_sequential_ones(run: Path) 
     assert all(r.status_code == 200 for r in got)
     for w, g in zip(want, got, strict=True):
         g = g.json()
-        assert g["findings"] == pytest.approx(w["findings"], abs=1e-6)
+        assert g["probabilities"] == pytest.approx(w["probabilities"], abs=1e-6)
         if w["heatmaps"]:
             a = decode_png(w["heatmaps"]["EFFUSION"]).astype(int)
             b = decode_png(g["heatmaps"]["EFFUSION"]).astype(int)
@@ -352,7 +355,9 @@ def test_real_films_png_jpeg_dicom_give_the_cli_record(
         assert r.status_code == 200, (path.name, r.text)
         rec = r.json()
         assert rec["path"] == path.name
-        assert rec["findings"] == pytest.approx(predictor.predict(path)["findings"], abs=1e-6)
+        assert rec["probabilities"] == pytest.approx(
+            predictor.predict(path)["probabilities"], abs=1e-6
+        )
         assert decode_png(rec["preview"]).shape == (SIZE, SIZE)
 
 

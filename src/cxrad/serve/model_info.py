@@ -13,7 +13,7 @@ INTENDED_USE = "Research use only; not a medical device; not for diagnosis or pa
 
 def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
     """Classes, thresholds and operating points, input contract and a model card summary."""
-    config = predictor.config
+    config = predictor.config.to_dict()  # the run contract (RunConfig), as JSON
     val = config.get("val_metrics") or {}
     data = config.get("data") or {}
     return {
@@ -23,7 +23,8 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
         "thresholds": {
             c: float(t) for c, t in zip(predictor.classes, predictor.thresholds, strict=True)
         },
-        "operating_points": config.get("operating_points"),
+        "operating_points": config.get("operating_points") or None,
+        "decision": config.get("decision"),
         "input": {
             "formats": FORMATS,
             "max_upload_bytes": settings.max_upload_bytes,
@@ -35,10 +36,11 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
         "model_card": {
             "intended_use": INTENDED_USE,
             "architecture": (config.get("model") or {}).get("name"),
+            "task": config.get("task"),
             "created": config.get("created"),
             "manifest_hash": config.get("manifest_hash"),
             "git_commit": config.get("git_commit"),
-            "threshold_method": config.get("threshold_method"),
+            "held_out_sources": config.get("held_out_sources"),
             "n_train": data.get("n_train"),
             "n_val": data.get("n_val"),
             "val_macro_auroc": val.get("macro_auroc"),

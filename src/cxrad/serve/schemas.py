@@ -68,5 +68,6 @@ class ModelInfo(BaseModel):
     activation: str
     thresholds: dict[str, float]
     operating_points: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
     input: InputContract
     model_card: dict[str, Any]
