@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
 from cxrad.errors import GateError
@@ -177,3 +177,14 @@ def test_every_code_is_reachable_and_stable() -> None:
         "inverted",
         "rotated",
     }
+def _document(side: int = 400) -> np.ndarray:
+    im = Image.new("L", (side, int(side * 1.3)), 245)
+    d = ImageDraw.Draw(im)
+    for y in range(20, im.size[1] - 20, 18):
+        d.text((20, y), "Lorem ipsum dolor sit amet, consectetur adipiscing elit 0123", fill=10)
+    return np.asarray(im)
+
+
+def test_shipped_gate_rejects_a_drawn_document() -> None:
+    v = InputGate.default().check(_document())
+    assert not v.passed and v.code == "not_radiograph" and v.by == "classifier"
