@@ -177,6 +177,8 @@ def test_every_code_is_reachable_and_stable() -> None:
         "inverted",
         "rotated",
     }
+
+
 def _document(side: int = 400) -> np.ndarray:
     im = Image.new("L", (side, int(side * 1.3)), 245)
     d = ImageDraw.Draw(im)
