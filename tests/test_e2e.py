@@ -82,7 +82,9 @@ def test_every_stage_through_the_cli(dataset: Path, tmp_path: Path) -> None:
     assert (run / "eval" / "report.html").stat().st_size > 10_000
 
     image = next((dataset / "PNEUMONIA").iterdir())
-    records = json.loads(cx("predict", image, "--model", run, "--heatmaps", tmp_path / "maps"))
+    records = json.loads(
+        cx("predict", image, "--model", run, "--heatmaps", tmp_path / "maps", "--no-gate")
+    )
     assert len(records) == 1
     rec = records[0]
     assert rec["status"] == "ok"
@@ -91,7 +93,9 @@ def test_every_stage_through_the_cli(dataset: Path, tmp_path: Path) -> None:
     assert rec["normal"] == (rec["triage"]["score"] < rec["triage"]["threshold"])
 
     cx("export", run, "--format", "onnx")
-    onnx_records = json.loads(cx("predict", image, "--model", run, "--backend", "onnx"))
+    onnx_records = json.loads(
+        cx("predict", image, "--model", run, "--backend", "onnx", "--no-gate")
+    )
     assert onnx_records[0]["probabilities"]["PNEUMONIA"] == pytest.approx(
         rec["probabilities"]["PNEUMONIA"], abs=1e-4
     )

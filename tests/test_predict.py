@@ -225,7 +225,9 @@ def test_cli_json_on_a_folder_with_bad_files_exits_1(
 ) -> None:
     before = sorted(p.name for p in folder.rglob("*"))
     code, out, err = cli(
-        ["predict", str(folder), "--model", str(run), "--no-progress"], capsys, monkeypatch
+        ["predict", str(folder), "--model", str(run), "--no-progress", "--no-gate"],
+        capsys,
+        monkeypatch,
     )
     assert code == 1  # some files failed; their records are still printed
     recs = json.loads(out)  # stdout is exactly one JSON array
@@ -237,7 +239,7 @@ def test_cli_json_on_a_folder_with_bad_files_exits_1(
 
 def test_cli_csv_and_heatmaps(run: Path, folder: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     hm = tmp_path / "heat"
-    args = ["predict", str(folder / "a.png"), str(folder / "sub"), "--model", str(run)]
+    args = ["predict", str(folder / "a.png"), str(folder / "sub"), "--model", str(run), "--no-gate"]
     code, out, err = cli([*args, "--format", "csv", "--heatmaps", str(hm)], capsys, monkeypatch)
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -320,7 +322,9 @@ def test_cli_on_real_files_png_jpeg_dicom_rgba(
 ) -> None:
     files = [str(p) for p in real_files.values()]
     code, out, err = cli(
-        ["predict", *files, "--model", str(run), "--format", "jsonl"], capsys, monkeypatch
+        ["predict", *files, "--model", str(run), "--format", "jsonl", "--no-gate"],
+        capsys,
+        monkeypatch,
     )
     assert code == 0, err
     recs = [json.loads(line) for line in out.splitlines()]
@@ -352,7 +356,16 @@ def test_real_folder_with_a_truncated_copy(run: Path, real_files, tmp_path: Path
 @pytest.mark.slow
 def test_subprocess_stdout_is_only_json(run: Path, real_files) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "cxrad", "predict", str(real_files["dcm1"]), "--model", str(run)],
+        [
+            sys.executable,
+            "-m",
+            "cxrad",
+            "predict",
+            str(real_files["dcm1"]),
+            "--model",
+            str(run),
+            "--no-gate",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

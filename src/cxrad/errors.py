@@ -73,3 +73,7 @@ class PredictError(CxradError):
 
 class AdaptError(CxradError):
     """A site's films cannot adapt a run: none labelled, no positives, no negatives."""
+
+
+class GateError(CxradError):
+    """The input gate cannot run: its shipped model is missing or broken."""

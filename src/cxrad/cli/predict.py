@@ -1,8 +1,10 @@
 """Stage 10, cli: ``cxrad predict PATH...`` and ``cxrad export RUN``.
 
-Exit codes of ``predict``: 0 when every image was read, 1 when some could not be (their records
-are still written, with ``status = "error"``, a ``code`` and a ``reason``), 2 on a user error (no inputs, no model,
-bad option) with a one-line reason.
+Exit codes of ``predict``: 0 when every image was read and passed the input gate; 1 when some
+could not be read (their records are still written, with ``status = "error"``, a ``code`` and a
+``reason``), whether or not others were rejected; 2 on a user error (no inputs, no model, bad
+option) with a one-line reason; 3 when none failed but the input gate rejected some
+(``status = "rejected"``, ``code`` = the gate's reason). ``--no-gate`` skips the gate.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def predict(
     threshold: float = typer.Option(
         0.5, "--threshold", min=0.0, max=1.0, help="cut-off for --threshold-mode fixed"
     ),
+    gate: bool = typer.Option(
+        True,
+        "--gate/--no-gate",
+        help="check every image first (DICOM tags, simple rules, a small classifier) and reject "
+        "what is not a frontal chest X-ray: CT/MR/US, other body parts, lateral views, photos "
+        "and documents, blank, too small, inverted or rotated films",
+    ),
     show_progress: bool = typer.Option(
         True, "--progress/--no-progress", help="draw a progress bar on stderr"
     ),
@@ -65,7 +74,9 @@ def predict(
 
     Writes one record per image to stdout (nothing else goes there): image, status ("ok" or "error", with code and reason), normal (the triage decision), triage (score, higher = more abnormal, and its threshold), findings (the positive findings, sorted by probability, each with its threshold; none on a film triage calls normal), probabilities (calibrated, per class), run, and heatmaps with --heatmaps. positive and abnormal_score are kept as aliases.
 
-    Exit code 0 if every image was read, 1 if some were not (their records are still written), 2 on a usage error.
+    Images the input gate rejects get status "rejected", a code (not_xray_modality, not_chest, lateral_view, not_radiograph, blank, too_small, inverted, rotated), a reason and gate (its verdict and score), and no findings; --no-gate skips the gate.
+
+    Exit code 0 if every image was read and passed the gate, 1 if some could not be read (their records are still written), 2 on a usage error, 3 if none failed but the gate rejected some.
     """
     from cxrad.predict import FORMATS, Predictor, find_inputs, write_records
     from cxrad.predict.inputs import check_output_dir
@@ -81,6 +92,7 @@ def predict(
         batch_size=batch_size,
         threshold_mode=threshold_mode,
         threshold=threshold,
+        gate=gate,
     )
     err_console.print(
         f"predicting {len(files)} image(s) with {predictor.name} ({backend})", highlight=False
@@ -92,6 +104,7 @@ def predict(
         )
     err_console.print(
         f"{tally.total} image(s): {tally.ok} ok, {tally.failed} failed, "
+        f"{tally.rejected} rejected by the input gate, "
         f"{tally.with_positive} with positive findings"
         + (f"; {tally.heatmaps} heatmap(s) in {heatmaps}" if heatmaps is not None else ""),
         highlight=False,
@@ -100,8 +113,16 @@ def predict(
         err_console.print(f"  {path}: {status}", highlight=False, soft_wrap=True)
     if tally.failed > _MAX_LISTED_FAILURES:
         err_console.print(f"  ... and {tally.failed - _MAX_LISTED_FAILURES} more", highlight=False)
+    for path, code in tally.rejections[:_MAX_LISTED_FAILURES]:
+        err_console.print(f"  {path}: rejected ({code})", highlight=False, soft_wrap=True)
+    if tally.rejected > _MAX_LISTED_FAILURES:
+        err_console.print(
+            f"  ... and {tally.rejected - _MAX_LISTED_FAILURES} more rejected", highlight=False
+        )
     if tally.failed:
         raise typer.Exit(1)
+    if tally.rejected:
+        raise typer.Exit(3)
 
 
 @app.command()

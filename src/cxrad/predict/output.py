@@ -29,9 +29,11 @@ class Tally:
     total: int = 0
     ok: int = 0
     failed: int = 0
+    rejected: int = 0
     with_positive: int = 0
     heatmaps: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    rejections: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, rec: dict[str, Any]) -> None:
         self.total += 1
@@ -39,6 +41,9 @@ class Tally:
             self.ok += 1
             self.with_positive += bool(rec["findings"])
             self.heatmaps += len(rec.get("heatmaps") or {})
+        elif rec["status"] == "rejected":
+            self.rejected += 1
+            self.rejections.append((rec["image"], str(rec.get("code"))))
         else:
             self.failed += 1
             self.failures.append((rec["image"], f"{rec['status']}: {rec.get('reason')}"))

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 
 from cxrad.errors import CxradError, ImageReadError, PredictError
+from cxrad.gate import GateResult, InputGate
 from cxrad.labels import NORMAL
 from cxrad.models import Classifier, DecisionStep, RunConfig, load_run, resolve_run
 from cxrad.options import suggest
@@ -65,6 +67,10 @@ class Predictor:
             uses ``threshold`` for every class.
         threshold: the cut-off in ``"fixed"`` mode.
         workers: threads decoding files while the model runs.
+        gate: the input gate run on every image before the model (``True``: the shipped
+            :meth:`InputGate.default`); a rejected image gets ``status = "rejected"``, the
+            gate's reason ``code`` and no findings. Off (None) by default in the library;
+            ``cxrad predict`` turns it on unless ``--no-gate``.
 
     Example:
         >>> p = Predictor.from_run("default")  # doctest: +SKIP
@@ -83,6 +89,7 @@ class Predictor:
         threshold_mode: str = "val",
         threshold: float = 0.5,
         workers: int = 2,
+        gate: InputGate | bool | None = None,
     ) -> None:
         _check("backend", backend, BACKENDS)
         _check("threshold mode", threshold_mode, THRESHOLD_MODES)
@@ -113,6 +120,7 @@ class Predictor:
         else:
             self.engine = TorchBackend(self.model, self.device)
         self.backend = backend
+        self.gate = InputGate.default() if gate is True else (gate or None)
 
     @classmethod
     def from_run(
@@ -250,9 +258,13 @@ class Predictor:
 
         Unlike :meth:`predict_many`, an unreadable file raises (``DecodeError``).
         """
-        image = self.prepare(item)
         path = str(item) if isinstance(item, (str, os.PathLike)) else "<array>"
+        loaded = self._gated(item)
+        if isinstance(loaded, GateResult):
+            return self._rejected(path, loaded)
+        image = loaded.image
         (rec,), x = self._records([path], [image])
+        rec["gate"] = loaded.gate
         if heatmaps_dir is not None:
             stem = Path(item).stem if isinstance(item, (str, os.PathLike)) else "array"
             self._heatmaps([rec], x, [image], [Path(heatmaps_dir) / stem])
@@ -275,10 +287,27 @@ class Predictor:
                 png = save_heatmap(stems[i], self.classes[c], images[i], cam)
                 recs[i]["heatmaps"][self.classes[c]] = str(png)
 
-    def _load(self, f: InputFile) -> np.ndarray | tuple[str, str]:
-        """The prepared image, or ``(code, reason)`` when the file cannot be used."""
+    def _gated(self, item: Item) -> _Passed | GateResult:
+        """Model pixels and the gate's record, or the gate's verdict when it rejects."""
+        if self.gate is None:
+            return _Passed(self.prepare(item), None)
+        if isinstance(item, (str, os.PathLike)):
+            verdict, pixels = self.gate.check_file(item)
+        else:
+            arr = _array_to_unit(item) if isinstance(item, np.ndarray) else item
+            verdict, pixels = self.gate.check_image(arr)
+        if not verdict.passed:
+            return verdict
+        return _Passed(prepare(pixels, self.preprocess), verdict.to_record())
+
+    def _rejected(self, path: str, verdict: GateResult) -> dict[str, Any]:
+        rec = self._error(path, verdict.reason or "", code=verdict.code or "rejected")
+        return {**rec, "status": "rejected", "gate": verdict.to_record()}
+
+    def _load(self, f: InputFile) -> _Passed | GateResult | tuple[str, str]:
+        """The prepared image, the gate's rejection, or ``(code, reason)`` when unusable."""
         try:
-            return self.prepare(f.path)
+            return self._gated(f.path)
         except ImageReadError as e:
             return e.code, str(e)
         except CxradError as e:
@@ -325,18 +354,23 @@ class Predictor:
             for start in range(0, total, self.batch_size):
                 batch = files[start : start + self.batch_size]
                 loaded = list(pool.map(self._load, batch))
-                ok = [i for i, v in enumerate(loaded) if isinstance(v, np.ndarray)]
+                ok = [i for i, v in enumerate(loaded) if isinstance(v, _Passed)]
                 out: list[dict[str, Any]] = [
-                    self._error(str(f.path), v[1], v[0]) if isinstance(v, tuple) else {}
+                    self._error(str(f.path), v[1], v[0])
+                    if isinstance(v, tuple)
+                    else self._rejected(str(f.path), v)
+                    if isinstance(v, GateResult)
+                    else {}
                     for f, v in zip(batch, loaded, strict=True)
                 ]
                 if ok:
-                    images = [loaded[i] for i in ok]
+                    images = [loaded[i].image for i in ok]  # type: ignore[union-attr]
                     recs, x = self._records([str(batch[i].path) for i in ok], images)  # type: ignore[arg-type]
                     if hdir is not None:
                         stems = [_unique_stem(hdir, batch[i], used) for i in ok]
                         self._heatmaps(recs, x, images, stems)  # type: ignore[arg-type]
                     for i, r in zip(ok, recs, strict=True):
+                        r["gate"] = loaded[i].gate  # type: ignore[union-attr]
                         out[i] = r
                 for r in out:
                     if r["status"] != "ok":
@@ -347,6 +381,14 @@ class Predictor:
                 done += len(batch)
                 if progress:
                     progress(done, total)
+
+
+@dataclass(frozen=True)
+class _Passed:
+    """An image ready for the model, and the gate's record (None when no gate ran)."""
+
+    image: np.ndarray
+    gate: dict[str, Any] | None
 
 
 def _unique_stem(root: Path, f: InputFile, used: set[Path]) -> Path:

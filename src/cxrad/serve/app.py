@@ -45,7 +45,7 @@ def create_app(
     """
     settings = settings or ServeSettings()
     load = load or (
-        lambda s: Predictor.from_run(s.model, backend=s.backend, batch_size=s.batch_size)
+        lambda s: Predictor.from_run(s.model, backend=s.backend, batch_size=s.batch_size, gate=True)
     )
 
     @asynccontextmanager
