@@ -53,9 +53,18 @@ def check_reader(bases: dict[str, list[bytes]], fmt: str, seeds: range) -> Count
     return outcomes
 
 
+def assert_quiet(capfd: pytest.CaptureFixture[str]) -> None:
+    """Nothing on stderr that reads as a crash: no Python traceback, no Rust panic."""
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "panicked" not in err, err[:2000]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_reader_never_raises_raw(bases: dict[str, list[bytes]], fmt: str) -> None:
+def test_reader_never_raises_raw(
+    bases: dict[str, list[bytes]], fmt: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     out = check_reader(bases, fmt, range(120))
+    assert_quiet(capfd)
     assert sum(out.values()) == 120
     assert out["ok"] > 0 and sum(v for k, v in out.items() if k != "ok") > 0  # both happen
 
@@ -93,10 +102,14 @@ def test_hashing_and_preprocess_keep_every_row(
 
 
 @pytest.mark.slow
-def test_slow_fuzz_many_mutations(bases: dict[str, list[bytes]]) -> None:
+def test_slow_fuzz_many_mutations(
+    bases: dict[str, list[bytes]], capfd: pytest.CaptureFixture[str]
+) -> None:
     total: Counter[str] = Counter()
     for fmt in FORMATS:
         out = check_reader(bases, fmt, range(10_000, 13_000))
         total.update({f"{fmt}:{k}": v for k, v in out.items()})
+        assert_quiet(capfd)
     assert sum(total.values()) == 9000
-    print(dict(sorted(total.items())))  # recorded in BENCHMARKS.md
+    with capfd.disabled():
+        print(dict(sorted(total.items())))  # recorded in BENCHMARKS.md

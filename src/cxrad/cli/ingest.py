@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cxrad.cli.app import app, err_console, progress_bar
+from cxrad.errors import IngestError
 from cxrad.ingest import ADAPTERS, ingest
 from cxrad.ingest.registry import get_adapter
 from cxrad.progress import Progress
@@ -21,7 +22,7 @@ SUMMARY_NAME = "ingest_summary.json"
 @app.command("ingest")
 def ingest_command(
     dirs: list[Path] = typer.Argument(
-        ...,
+        None,
         help="Dataset folders (or a parent folder of several datasets, searched one level down).",
         show_default=False,
     ),
@@ -40,6 +41,12 @@ def ingest_command(
     no_hash: bool = typer.Option(
         False, "--no-hash", help="Skip sha1/phash (fast; dedup in `cxrad split` then finds less)."
     ),
+    relocate: str | None = typer.Option(
+        None,
+        "--relocate",
+        help="OLD=NEW: the data moved; point the rows of WORK's manifest under OLD at NEW "
+        "(no DIRs; labels, splits and hashes are kept).",
+    ),
 ) -> None:
     """Read dataset folders into one manifest: one row per image, 17 label columns, hashes.
 
@@ -51,6 +58,11 @@ def ingest_command(
     """
     from cxrad.manifest import write_manifest
 
+    if relocate is not None:
+        _relocate(out, relocate, dirs)
+        return
+    if not dirs:
+        raise IngestError("no dataset folder given; pass at least one DIR (or --relocate OLD=NEW)")
     if fmt is not None:
         get_adapter(fmt)  # a typo fails before any work, with "did you mean"
     with contextlib.ExitStack() as stack:
@@ -69,6 +81,28 @@ def ingest_command(
     (Path(out) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
     err_console.print(escape(f"wrote {path} and {Path(out) / SUMMARY_NAME}"), highlight=False)
+    if summary["rows"] and not summary["ok"]:
+        top = ", ".join(f"{r} ({n})" for r, n in list(summary["rejects"].items())[:3])
+        raise IngestError(f"no usable row: all {summary['rows']} rows have a reason status: {top}")
+
+
+def _relocate(work: Path, spec: str, dirs: list[Path] | None) -> None:
+    from cxrad.manifest.relocate import relocate
+
+    old, sep, new = spec.partition("=")
+    if not sep or not old or not new or dirs:
+        raise IngestError(
+            f"--relocate expects OLD=NEW and no DIRs, got {spec!r}; e.g. "
+            "`cxrad ingest --relocate /old/data=/new/data --out WORK`"
+        )
+    r = relocate(work, old, new)
+    err_console.print(
+        escape(
+            f"relocated {r.rows} rows from {old} to {new}: {r.found} files found, "
+            f"{r.missing} still missing, {r.restored} missing-file rows ok again"
+        ),
+        highlight=False,
+    )
 
 
 def _print_summary(summary: dict) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from cxrad.cli.app import app, err_console, progress_bar
-from cxrad.preprocess import PreprocessConfig, preprocess_work
+from cxrad.errors import CacheError
+from cxrad.preprocess import PreprocessConfig, PreprocessSummary, preprocess_work
 
 
 @app.command()
@@ -49,3 +50,21 @@ def preprocess(
             f"see {s.cache_dir / 'failures.parquet'}"
         )
     err_console.print(f"cache {s.cache_dir} ({s.bytes / 1e6:.1f} MB)", highlight=False)
+    if s.n_images == 0:
+        raise CacheError(nothing_cached(s, work))
+
+
+def nothing_cached(s: PreprocessSummary, work: Path) -> str:
+    """Why a run that cached nothing is an error, and what to do about it."""
+    if s.n_rows == 0:
+        return (
+            f"{work}/manifest.parquet has no `ok` rows, so nothing was cached; see the "
+            "rejects in ingest_summary.json (every row has a reason status)"
+        )
+    reasons = ", ".join(f"{r}: {n}" for r, n in s.failed_by_reason.items())
+    hint = (
+        "; if the data moved, run `cxrad ingest --relocate OLD=NEW --out WORK`"
+        if "missing file" in s.failed_by_reason
+        else ""
+    )
+    return f"none of the {s.n_rows} ok rows could be cached ({reasons}){hint}"

@@ -44,8 +44,22 @@ def read_dicom(source: Any, max_pixels: int, name: str) -> tuple[np.ndarray, dic
 
     Raises:
         ImageReadError: ``not_an_image`` (no dataset or no pixel data), ``too_large``,
-            ``truncated``, ``unsupported_transfer_syntax`` or ``undecodable``.
+            ``truncated``, ``unsupported_transfer_syntax`` or ``undecodable`` (a header
+            element that cannot be parsed or used, e.g. an unknown VR, a text RescaleSlope).
     """
+    with warnings.catch_warnings():  # pydicom warns per odd element; the reason says enough
+        warnings.simplefilter("ignore")
+        try:
+            return _read_dicom(source, max_pixels, name)
+        except ImageReadError:
+            raise
+        except (MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:  # elements parse lazily: a bad one raises on first use
+            raise ImageReadError("undecodable", f"corrupt DICOM header: {name}: {_short(e)}") from e
+
+
+def _read_dicom(source: Any, max_pixels: int, name: str) -> tuple[np.ndarray, dict[str, Any]]:
     ds = _dataset(source, name)
     info: dict[str, Any] = {"format": "dicom", **{t: _tag(ds, t) for t in TAGS}}
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -133,7 +147,10 @@ def _pixels(ds: Any, name: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds.pixel_array_options(index=0)
+            # RLE: pydicom's own decoder. pylibjpeg-rle (Rust) panics on some corrupt data
+            # and its panic hook prints to stderr, which would look like a crash to a user.
+            plugin = "pydicom" if str(ts) == "1.2.840.10008.1.2.5" else ""
+            ds.pixel_array_options(index=0, decoding_plugin=plugin)
             return np.asarray(ds.pixel_array)
     except (MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
@@ -161,7 +178,7 @@ def _ts_name(ts: Any) -> str:
     return f"{ts.name} ({ts})" if ts is not None and ts.name != str(ts) else str(ts)
 
 
-def _short(e: Exception) -> str:
+def _short(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text[:200]}"
 

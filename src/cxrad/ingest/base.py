@@ -103,6 +103,14 @@ def is_dicom_file(path: Path) -> bool:
     return image.is_dicom_file(path)
 
 
+def _real(path: str) -> str:
+    """``os.path.realpath``, or the path itself when it cannot be one (a NUL byte in a name)."""
+    try:
+        return os.path.realpath(path)
+    except (ValueError, OSError):
+        return path
+
+
 def unlisted_files(folder: Path, listed: Iterable[str], limit: int = 5) -> dict[str, Any]:
     """Visible files under ``folder`` that are not manifest rows, counted by why.
 
@@ -117,7 +125,7 @@ def unlisted_files(folder: Path, listed: Iterable[str], limit: int = 5) -> dict[
     Returns:
         ``{"files": n, "by_reason": {reason: count}, "examples": {reason: [paths]}}``.
     """
-    seen = {os.path.realpath(x) for x in listed}
+    seen = {_real(x) for x in listed}
     by_reason: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
     for p in folder.rglob("*"):
@@ -227,7 +235,7 @@ def row(
     rel = key if key is not None else path.relative_to(base).as_posix()
     rec: dict[str, Any] = {
         "image_id": f"{source}/{rel}",
-        "path": str(path.absolute()),
+        "path": os.path.abspath(path),  # absolute and normalised: no cwd-relative ".."
         "source": source,
         "official_split": split,
         "patient_id": f"{source}:{patient}" if _has_id(patient) else None,
