@@ -20,6 +20,7 @@ from cxrad.image.formats import (
 )
 from cxrad.image.pil import bits_for, grey_from_rgb, pil_read, pil_to_array, to_float
 from cxrad.image.reader import ImageRead, read_image
+from cxrad.image.walk import Walk, walk_files
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -27,6 +28,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "ImageRead",
+    "Walk",
     "bits_for",
     "file_sha1",
     "grey_from_rgb",
@@ -38,4 +40,5 @@ __all__ = [
     "read_image",
     "sha1_bytes",
     "to_float",
+    "walk_files",
 ]

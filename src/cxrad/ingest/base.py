@@ -128,11 +128,14 @@ def unlisted_files(folder: Path, listed: Iterable[str], limit: int = 5) -> dict[
     seen = {_real(x) for x in listed}
     by_reason: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel) or not p.is_file():
-            continue
-        if os.path.realpath(p) in seen:
+    walk = image.walk_files(folder, want=lambda p: True)
+    for path, why in walk.skipped:  # unreadable folders, loops, dangling links, FIFOs
+        reason = why.split(":")[0]
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+        if len(examples.setdefault(reason, [])) < limit:
+            examples[reason].append(path)
+    for p in walk.files:
+        if _real(str(p)) in seen:
             continue
         suffix = p.suffix.lower()
         if suffix in METADATA_SUFFIXES:
@@ -160,14 +163,8 @@ def list_images(folder: Path, recursive: bool = False, skip_dirs: Sequence[str] 
     skip = {s.lower() for s in skip_dirs}
     if not recursive:
         return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p))
-    out = []
-    for p in folder.rglob("*"):
-        rel_dirs = p.relative_to(folder).parts[:-1]
-        if any(d.lower() in skip for d in rel_dirs):
-            continue
-        if p.is_file() and is_image(p):
-            out.append(p)
-    return sorted(out)
+    # Symlinked sub-folders are followed; what cannot be walked is reported by unlisted_files.
+    return sorted(image.walk_files(folder, want=is_image, skip_dirs=skip).files)
 
 
 def subdirs(folder: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrad.errors import PredictError
-from cxrad.image import IMAGE_SUFFIXES
+from cxrad.image import IMAGE_SUFFIXES, walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +34,30 @@ class InputFile:
         path: the file as found (absolute).
         rel: the name to mirror under a heatmaps folder: the path below the folder argument it
             was found in, or just the file name for a file or glob argument.
+        skipped: why a path found while walking a folder cannot be read (an unreadable
+            folder, a symlink loop, a dangling link, a FIFO); the predictor writes it as an
+            error record, so nothing is skipped silently.
     """
 
     path: Path
     rel: Path
+    skipped: str | None = None
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    # os.walk with sorted names: deterministic order and no recursion limit on deep trees.
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
-                yield Path(dirpath) / name
+def _walk(root: Path, skipped: list[InputFile]) -> Iterator[Path]:
+    # Symlinked folders are followed (loops are not); what cannot be walked becomes a record.
+    walk = walk_files(root)
+    for path, reason in walk.skipped:
+        p = Path(path)
+        skipped.append(InputFile(p.absolute(), _rel(p, root), skipped=reason))
+    yield from walk.files
+
+
+def _rel(p: Path, root: Path) -> Path:
+    try:
+        return p.relative_to(root)
+    except ValueError:
+        return Path(p.name)
 
 
 def find_inputs(sources: Iterable[str | os.PathLike[str]]) -> list[InputFile]:
@@ -82,8 +93,12 @@ def find_inputs(sources: Iterable[str | os.PathLike[str]]) -> list[InputFile]:
         matched = 0
         p = Path(src).expanduser()
         if p.is_dir():
-            for f in _walk(p):
-                add(f, f.relative_to(p))
+            skipped: list[InputFile] = []
+            for f in _walk(p, skipped):
+                add(f, _rel(f, p))
+                matched += 1
+            for s in skipped:
+                found.append(s)
                 matched += 1
             if not matched:
                 raise PredictError(

@@ -306,6 +306,8 @@ class Predictor:
 
     def _load(self, f: InputFile) -> _Passed | GateResult | tuple[str, str]:
         """The prepared image, the gate's rejection, or ``(code, reason)`` when unusable."""
+        if f.skipped:
+            return "skipped", f"skipped: {f.path}: {f.skipped}"
         try:
             return self._gated(f.path)
         except ImageReadError as e:
