@@ -76,3 +76,24 @@ def test_zero_usable_rows_is_an_error(tmp_path: Path, monkeypatch, capsys) -> No
         code == 2
         and "no usable row: all 1 rows have a reason status: excluded: lateral view" in err
     )
+
+
+def test_out_is_a_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = tiny_tree(tmp_path / "mine", {"Normal": 2})
+    (tmp_path / "afile").write_text("x")
+    code, err = run_cli(["ingest", str(data), "--out", str(tmp_path / "afile"), "--no-hash"], monkeypatch, capsys)  # fmt: skip
+    assert code == 2 and "afile" in err and "Traceback" not in err
+
+
+def test_out_is_read_only(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = tiny_tree(tmp_path / "mine", {"Normal": 2})
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: a read-only folder is still writable")
+        code, err = run_cli(["ingest", str(data), "--out", str(ro / "w"), "--no-hash"], monkeypatch, capsys)  # fmt: skip
+        assert code == 2 and "Permission denied" in err and "choose a folder" in err
+    finally:
+        ro.chmod(0o755)

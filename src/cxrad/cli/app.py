@@ -53,6 +53,8 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("lightning", "lightning.pytorch", "pytorch_lightning", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pydicom warns once per odd header element; the reader's typed reason already says why.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 def quiet_lightning() -> None:
