@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cxrad.errors import ModelError
@@ -94,6 +95,11 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[Class
     try:
         state = load_file(str(path / WEIGHTS), device=str(device))
         model.load_state_dict(state)
+    except SafetensorError as e:  # truncated or overwritten file
+        raise ModelError(
+            f"{path / WEIGHTS} is not a readable safetensors file ({e}); the run is damaged: "
+            "copy it again or retrain"
+        ) from e
     except (RuntimeError, OSError) as e:
         raise ModelError(
             f"weights in {path / WEIGHTS} do not fit model {cfg.model.name!r}: {e}"
