@@ -73,3 +73,7 @@ class PredictError(CxradError):
 
 class AdaptError(CxradError):
     """A site's films cannot adapt a run: none labelled, no positives, no negatives."""
+
+
+class SegmentError(CxradError):
+    """The lung segmenter cannot be loaded, or a segmentation option is invalid."""
