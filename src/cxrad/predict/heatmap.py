@@ -5,11 +5,16 @@ mean of the class logit's gradient, sums, and keeps the positive part. This is t
 computation as :class:`monai.visualize.GradCAM` (a test checks that they agree), but one
 forward pass serves every positive class of every image in a batch: each backward pass takes
 one (image, class) pair per image, and images do not interact in eval mode.
+
+Thread safety: several threads (REST requests) may explain with one shared model at once.
+Every call registers its own hooks and keeps its own captures, and a hook records only the
+forward pass of the thread that registered it, so calls never see each other's activations.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,8 +84,11 @@ def grad_cam(
         return out
     modules = [model.get_submodule(n) for n in (layer or cam_layer_name(model)).split(",")]
     captured: list[torch.Tensor] = []
+    owner = threading.get_ident()
 
-    def hook(_m: torch.nn.Module, _i: object, output: torch.Tensor) -> torch.Tensor:
+    def hook(_m: torch.nn.Module, _i: object, output: torch.Tensor) -> torch.Tensor | None:
+        if threading.get_ident() != owner:  # another thread's call: not ours to record
+            return None
         captured.append(output)
         # Hand a copy downstream so an in-place op after the layer (ReLU(inplace=True)) cannot
         # overwrite the activations whose gradient we ask for.
