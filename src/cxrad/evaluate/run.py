@@ -80,8 +80,9 @@ def open_dataset(work: str | Path, rows: pd.DataFrame, config: RunConfig) -> Any
     from cxrad.preprocess import PreprocessConfig, open_cache
 
     size, mode = config.preprocess.size, config.preprocess.mode
+    crop = config.preprocess.crop
     try:
-        cache = open_cache(work, PreprocessConfig(size=size, mode=mode))
+        cache = open_cache(work, PreprocessConfig(size=size, mode=mode, crop=crop))  # type: ignore[arg-type]
     except (CacheError, FileNotFoundError) as e:
         raise EvaluateError(
             f"{work} has no preprocessed cache for size {size}, mode {mode} (what this model "

@@ -99,7 +99,9 @@ class Predictor:
         self.classes: list[str] = list(self.config.classes)
         self.name: str = self.config.name
         self.preprocess = PreprocessConfig(
-            size=self.config.preprocess.size, mode=self.config.preprocess.mode
+            size=self.config.preprocess.size,
+            mode=self.config.preprocess.mode,
+            crop=self.config.preprocess.crop,  # type: ignore[arg-type]
         )
         fixed = [float(threshold)] * len(self.classes) if threshold_mode == "fixed" else None
         self.step = DecisionStep(self.config, thresholds=fixed)
