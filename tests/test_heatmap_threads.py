@@ -50,3 +50,29 @@ def test_concurrent_grad_cam_matches_serial() -> None:
         for c, cam in got.items():
             np.testing.assert_allclose(cam, serial[i][c], atol=1e-6)
     assert not model.get_submodule("net.conv")._forward_hooks  # every hook removed
+
+
+def test_predictor_records_heatmap_mass_in_lungs_and_draws_the_contour(
+    tmp_path, monkeypatch
+) -> None:
+    from PIL import Image
+
+    import cxrad.segment.crop as crop_mod
+    from cxrad.predict import Predictor
+    from test_heatmap import CLASSES, toy_model
+    from test_segment import stub_segmenter
+
+    monkeypatch.setattr(crop_mod, "default_segmenter", stub_segmenter)  # dark = lung
+    config = {
+        "model": {"name": "toy-detectors", "kwargs": {}},
+        "classes": CLASSES,
+        "preprocess": {"size": S, "mode": "letterbox"},
+        "thresholds": dict.fromkeys(CLASSES, 0.5),
+    }
+    Image.fromarray(scene("tr", "bl")).save(tmp_path / "both.png")
+    (rec,) = Predictor(toy_model(), config).predict_many([tmp_path / "both.png"], tmp_path / "h")
+    share = rec["heatmap_lung_mass"]
+    assert sorted(share) == ["MASS", "PNEUMOTHORAX"]
+    assert share["PNEUMOTHORAX"] > 0.5 > share["MASS"]  # the dark blob is the "lung" here
+    png = np.asarray(Image.open(tmp_path / "h" / "both__MASS.png"))
+    assert (png == 255).all(axis=2).any()  # white lung contour

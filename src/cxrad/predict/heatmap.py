@@ -15,7 +15,18 @@ from cxrad.models.cam import cam_layer_name, grad_cam
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OVERLAY_ALPHA", "cam_layer_name", "grad_cam", "overlay", "save_heatmap"]
+__all__ = [
+    "OVERLAY_ALPHA",
+    "cam_layer_name",
+    "grad_cam",
+    "lung_mask",
+    "lung_mass",
+    "overlay",
+    "save_heatmap",
+]
+
+LUNG_CONTOUR = (255, 255, 255)
+"""Colour of the lung outline on heatmap overlays."""
 
 OVERLAY_ALPHA = 0.5
 """Weight of the colour map over the grey image where the map peaks (fading to 0 where it is 0)."""
@@ -43,11 +54,39 @@ def overlay(image: np.ndarray, cam: np.ndarray, cmap: str = "jet") -> np.ndarray
     return np.clip(blend * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def save_heatmap(stem: Path, cls: str, image: np.ndarray, cam: np.ndarray) -> Path:
-    """Write ``<stem>__<CLASS>.png`` (overlay) and ``.npy`` (raw map); return the PNG path."""
+def lung_mask(image: np.ndarray) -> np.ndarray | None:
+    """Lung fields of a model-input image (shipped segmenter), or None when it cannot run."""
+    from cxrad.errors import SegmentError
+    from cxrad.segment.crop import default_segmenter
+
+    try:
+        return default_segmenter().segment(image.astype(np.float32) / 255.0).mask
+    except SegmentError as e:
+        logger.warning("no lung contour on heatmaps: %s", e)
+        return None
+
+
+def lung_mass(cam: np.ndarray, lungs: np.ndarray | None) -> float | None:
+    """Share of the map's mass inside the lungs (None without lungs or with an all-zero map)."""
+    total = float(cam.sum())
+    if lungs is None or not total > 0:
+        return None
+    return round(float(cam[lungs].sum()) / total, 6)
+
+
+def save_heatmap(
+    stem: Path, cls: str, image: np.ndarray, cam: np.ndarray, lungs: np.ndarray | None = None
+) -> Path:
+    """Write ``<stem>__<CLASS>.png`` (overlay, with the lung contour in white when ``lungs``
+    is given) and ``.npy`` (raw map); return the PNG path."""
+    from cxrad.segment.overlay import contour, line_width
+
     stem.parent.mkdir(parents=True, exist_ok=True)
     base = stem.parent / f"{stem.name}__{cls}"
     png = base.with_name(base.name + ".png")
     np.save(base.with_name(base.name + ".npy"), cam.astype(np.float32))
-    Image.fromarray(overlay(image, cam)).save(png)
+    rgb = overlay(image, cam)
+    if lungs is not None:
+        rgb[contour(lungs, line_width(lungs.shape))] = LUNG_CONTOUR
+    Image.fromarray(rgb).save(png)
     return png
