@@ -127,7 +127,10 @@ def test_grad_cam_agrees_with_monai(name: str) -> None:
     assert compared >= 1
 
 
-def test_predictor_writes_overlays_for_positive_findings_only(tmp_path: Path) -> None:
+def test_predictor_writes_overlays_for_positive_findings_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cxrad.predict.predictor.lung_mask", lambda image: None)  # no contour
     config = {
         "model": {"name": "toy-detectors", "kwargs": {}},
         "classes": CLASSES,

@@ -15,6 +15,7 @@ from cxrad.cli import (  # noqa: F401  isort: skip
     info,
     ingest,
     split,
+    segment,
     preprocess,
     train,
     evaluate,

@@ -47,6 +47,13 @@ def evaluate(
         "split and save them into RUN/config.json; "
         "the report shows ECE before and after",
     ),
+    where: bool = typer.Option(
+        False,
+        "--where",
+        help="also score the heatmaps (pointing game and mass in NIH/TBX11K boxes, mass in the "
+        "lungs, beside a centred-blob chance level) and run shortcut counterfactuals (AUROC "
+        "with the lungs blanked / with everything else blanked)",
+    ),
 ) -> None:
     """Evaluate a trained model: AUROC/AUPRC with patient-bootstrap CIs, baselines, shortcut audit.
 
@@ -67,6 +74,7 @@ def evaluate(
             batch_size=batch_size,
             progress=progress,
             fit_temperature=fit_temperature,
+            where=where,
             min_count=min_count,
             command=shlex.join(["cxrad", *sys.argv[1:]]),
         )

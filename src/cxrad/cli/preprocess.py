@@ -27,6 +27,12 @@ def preprocess(
         help="letterbox|stretch. letterbox: keep the aspect ratio, pad with black; stretch: squash to a square "
         "like the original project",
     ),
+    crop: str = typer.Option(
+        "none",
+        "--crop",
+        help="none|lungs. lungs: cut each film to the shipped lung segmenter's box plus a 5% "
+        "margin before resizing (its own cache; train and predict read the crop from the run)",
+    ),
     workers: int | None = typer.Option(
         None, "--workers", "-j", min=1, help="processes to use [default: all cores]"
     ),
@@ -36,7 +42,7 @@ def preprocess(
 
     Raw files are never modified. Rerunning with the same options does nothing; a run that was killed resumes where it stopped. Files that cannot be decoded are listed, with a reason, in failures.parquet.
     """
-    config = PreprocessConfig(size=size, mode=mode)  # type: ignore[arg-type]  # validates mode
+    config = PreprocessConfig(size=size, mode=mode, crop=crop)  # type: ignore[arg-type]  # validates
     with progress_bar(f"preprocess {config.key}", enabled=progress) as bar:
         s = preprocess_work(work, config, workers=workers, progress=bar)
     err_console.print(

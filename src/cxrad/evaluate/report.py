@@ -22,6 +22,7 @@ import pandas as pd
 from cxrad.evaluate.decisions import decisions_html
 from cxrad.evaluate.metrics import format_ci
 from cxrad.evaluate.plots import confusion_png, curves_png, reliability_png
+from cxrad.evaluate.report_where import render_where
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +340,7 @@ def render_html(m: dict[str, Any], images: dict[str, str | None]) -> str:
         )
     )
     parts.append(_img(images.get("reliability"), "reliability diagrams"))
+    parts.append(render_where(m))
     parts.append("<h2>ROC curves</h2>" + _img(images.get("roc"), "ROC curves"))
     parts.append("<h2>Precision-recall curves</h2>" + _img(images.get("pr"), "PR curves"))
     parts.append("</body></html>")

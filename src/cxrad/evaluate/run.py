@@ -80,8 +80,9 @@ def open_dataset(work: str | Path, rows: pd.DataFrame, config: RunConfig) -> Any
     from cxrad.preprocess import PreprocessConfig, open_cache
 
     size, mode = config.preprocess.size, config.preprocess.mode
+    crop = config.preprocess.crop
     try:
-        cache = open_cache(work, PreprocessConfig(size=size, mode=mode))
+        cache = open_cache(work, PreprocessConfig(size=size, mode=mode, crop=crop))  # type: ignore[arg-type]
     except (CacheError, FileNotFoundError) as e:
         raise EvaluateError(
             f"{work} has no preprocessed cache for size {size}, mode {mode} (what this model "
@@ -184,6 +185,7 @@ def evaluate_run(
     fit_temperature: bool = False,
     min_count: int = MIN_COUNT,
     command: str | None = None,
+    where: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run on one split of a work folder and write the report.
 
@@ -200,6 +202,9 @@ def evaluate_run(
             split and save them in ``config.json``.
         min_count: fewest positives / negatives for a class to be scored.
         command: the command line to record in the header (default: an equivalent one).
+        where: add the localisation (Grad-CAM vs boxes and lungs) and shortcut-counterfactual
+            sections (:func:`cxrad.evaluate.where.where_sections`; runs the lung segmenter and
+            Grad-CAM on every film).
 
     Returns:
         The metrics (as written to ``metrics.json``) plus ``"paths"`` of the written files.
@@ -259,12 +264,22 @@ def evaluate_run(
         clusters,
         resample_counts(int(clusters.max()) + 1 if len(clusters) else 0, n_boot, seed + 2),
     )
+    if where:
+        from cxrad.evaluate.where import where_sections
+        from cxrad.segment import Segmenter
+
+        images = np.asarray(dataset.images[dataset.rows])
+        metrics.update(
+            where_sections(model, images, rows, config, Segmenter(), probs, n_boot, seed,
+                           batch_size, min_count, progress)
+        )  # fmt: skip
     data_hash = manifest_hash(df)
     equivalent = shlex.join(
         ["cxrad", "evaluate", str(run), "--data", str(work), "--split", split]
         + (["--out", str(out)] if out else [])
         + ["--n-boot", str(n_boot), "--seed", str(seed)]
         + (["--fit-temperature"] if fit_temperature else [])
+        + (["--where"] if where else [])
     )
     metrics["header"] = {
         "model": {

@@ -1,118 +1,35 @@
-"""Stage 9, predict: Grad-CAM maps for the positive findings, saved as PNG overlays and .npy.
+"""Stage 9, predict: Grad-CAM overlays for the positive findings, saved as PNG and .npy.
 
-Grad-CAM (Selvaraju et al. 2017) weighs each channel of a convolutional layer by the spatial
-mean of the class logit's gradient, sums, and keeps the positive part. This is the same
-computation as :class:`monai.visualize.GradCAM` (a test checks that they agree), but one
-forward pass serves every positive class of every image in a batch: each backward pass takes
-one (image, class) pair per image, and images do not interact in eval mode.
+The maps come from :func:`cxrad.models.cam.grad_cam` (thread-safe; re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from cxrad.errors import PredictError
-from cxrad.models import Classifier
+from cxrad.models.cam import cam_layer_name, grad_cam
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "OVERLAY_ALPHA",
+    "cam_layer_name",
+    "grad_cam",
+    "lung_mask",
+    "lung_mass",
+    "overlay",
+    "save_heatmap",
+]
+
+LUNG_CONTOUR = (255, 255, 255)
+"""Colour of the lung outline on heatmap overlays."""
+
 OVERLAY_ALPHA = 0.5
 """Weight of the colour map over the grey image where the map peaks (fading to 0 where it is 0)."""
-
-
-def cam_layer_name(model: Classifier) -> str:
-    """The module(s) Grad-CAM hooks: ``"net." + spec.cam_layer``, as named inside the Classifier.
-
-    An ensemble names one layer per member, comma-separated; their maps are averaged.
-
-    Raises:
-        PredictError: the model does not name a Grad-CAM layer, or names one it lacks.
-    """
-    layer = model.spec.cam_layer
-    if not layer:
-        raise PredictError(
-            f"model {model.spec.name!r} names no Grad-CAM layer (ModelSpec.cam_layer); "
-            "run predict without --heatmaps"
-        )
-    names = [f"net.{part}" for part in layer.split(",")]
-    for name in names:
-        try:
-            model.get_submodule(name)
-        except AttributeError as e:
-            raise PredictError(
-                f"model {model.spec.name!r} has no layer {name!r} for Grad-CAM"
-            ) from e
-    return ",".join(names)
-
-
-def grad_cam(
-    model: Classifier,
-    x: torch.Tensor,
-    targets: Sequence[Sequence[int]],
-    layer: str | None = None,
-) -> list[dict[int, np.ndarray]]:
-    """Grad-CAM maps at the input's size for chosen classes of each image.
-
-    Args:
-        model: the classifier, in eval mode.
-        x: images ``(B, 1, S, S)`` in [0, 1].
-        targets: for each image, the class indices to explain (may be empty).
-        layer: module name inside ``model``, or several comma-separated (their maps are
-            averaged, as for an ensemble); default :func:`cam_layer_name`.
-
-    Returns:
-        For each image, ``{class index: (S, S) float32 map}``: non-negative, not normalised
-        (the raw Grad-CAM values, upsampled bilinearly), so maps of one model compare.
-    """
-    if len(targets) != x.shape[0]:
-        raise ValueError(f"{len(targets)} target lists for a batch of {x.shape[0]}")
-    out: list[dict[int, np.ndarray]] = [{} for _ in targets]
-    rounds = max((len(t) for t in targets), default=0)
-    if rounds == 0:
-        return out
-    modules = [model.get_submodule(n) for n in (layer or cam_layer_name(model)).split(",")]
-    captured: list[torch.Tensor] = []
-
-    def hook(_m: torch.nn.Module, _i: object, output: torch.Tensor) -> torch.Tensor:
-        captured.append(output)
-        # Hand a copy downstream so an in-place op after the layer (ReLU(inplace=True)) cannot
-        # overwrite the activations whose gradient we ask for.
-        return output.clone()
-
-    handles = [m.register_forward_hook(hook) for m in modules]
-    try:
-        with torch.enable_grad():
-            logits = model(x.detach())
-            acts = list(captured)
-            for r in range(rounds):
-                pairs = [(i, int(t[r])) for i, t in enumerate(targets) if len(t) > r]
-                rows = torch.tensor([i for i, _ in pairs])
-                cols = torch.tensor([c for _, c in pairs])
-                score = logits[rows, cols].sum()
-                grads = torch.autograd.grad(score, acts, retain_graph=r < rounds - 1)
-                cam = sum(
-                    F.interpolate(
-                        F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True)),
-                        size=x.shape[-2:],
-                        mode="bilinear",
-                        align_corners=False,
-                    )
-                    for g, a in zip(grads, acts, strict=True)
-                ) / len(acts)
-                maps = cam[:, 0].detach().cpu().numpy().astype(np.float32)
-                for i, c in pairs:
-                    out[i][c] = maps[i]
-    finally:
-        for h in handles:
-            h.remove()
-    return out
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, cmap: str = "jet") -> np.ndarray:
@@ -137,11 +54,39 @@ def overlay(image: np.ndarray, cam: np.ndarray, cmap: str = "jet") -> np.ndarray
     return np.clip(blend * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def save_heatmap(stem: Path, cls: str, image: np.ndarray, cam: np.ndarray) -> Path:
-    """Write ``<stem>__<CLASS>.png`` (overlay) and ``.npy`` (raw map); return the PNG path."""
+def lung_mask(image: np.ndarray) -> np.ndarray | None:
+    """Lung fields of a model-input image (shipped segmenter), or None when it cannot run."""
+    from cxrad.errors import SegmentError
+    from cxrad.segment.crop import default_segmenter
+
+    try:
+        return default_segmenter().segment(image.astype(np.float32) / 255.0).mask
+    except SegmentError as e:
+        logger.warning("no lung contour on heatmaps: %s", e)
+        return None
+
+
+def lung_mass(cam: np.ndarray, lungs: np.ndarray | None) -> float | None:
+    """Share of the map's mass inside the lungs (None without lungs or with an all-zero map)."""
+    total = float(cam.sum())
+    if lungs is None or not total > 0:
+        return None
+    return round(float(cam[lungs].sum()) / total, 6)
+
+
+def save_heatmap(
+    stem: Path, cls: str, image: np.ndarray, cam: np.ndarray, lungs: np.ndarray | None = None
+) -> Path:
+    """Write ``<stem>__<CLASS>.png`` (overlay, with the lung contour in white when ``lungs``
+    is given) and ``.npy`` (raw map); return the PNG path."""
+    from cxrad.segment.overlay import contour, line_width
+
     stem.parent.mkdir(parents=True, exist_ok=True)
     base = stem.parent / f"{stem.name}__{cls}"
     png = base.with_name(base.name + ".png")
     np.save(base.with_name(base.name + ".npy"), cam.astype(np.float32))
-    Image.fromarray(overlay(image, cam)).save(png)
+    rgb = overlay(image, cam)
+    if lungs is not None:
+        rgb[contour(lungs, line_width(lungs.shape))] = LUNG_CONTOUR
+    Image.fromarray(rgb).save(png)
     return png

@@ -29,7 +29,7 @@ from cxrad.labels import NORMAL
 from cxrad.models import Classifier, DecisionStep, RunConfig, load_run, resolve_run
 from cxrad.options import suggest
 from cxrad.predict.backends import OnnxBackend, TorchBackend
-from cxrad.predict.heatmap import cam_layer_name, grad_cam, save_heatmap
+from cxrad.predict.heatmap import cam_layer_name, grad_cam, lung_mask, lung_mass, save_heatmap
 from cxrad.predict.inputs import InputFile, check_output_dir, find_inputs
 from cxrad.preprocess import PreprocessConfig, prepare
 from cxrad.progress import Progress
@@ -106,7 +106,9 @@ class Predictor:
         self.classes: list[str] = list(self.config.classes)
         self.name: str = self.config.name
         self.preprocess = PreprocessConfig(
-            size=self.config.preprocess.size, mode=self.config.preprocess.mode
+            size=self.config.preprocess.size,
+            mode=self.config.preprocess.mode,
+            crop=self.config.preprocess.crop,  # type: ignore[arg-type]
         )
         fixed = [float(threshold)] * len(self.classes) if threshold_mode == "fixed" else None
         self.step = DecisionStep(self.config, thresholds=fixed)
@@ -283,9 +285,12 @@ class Predictor:
         xt = torch.from_numpy(x[todo]).to(self.device)
         maps = grad_cam(model, xt, [targets[i] for i in todo], cam_layer_name(model))
         for i, m in zip(todo, maps, strict=True):
+            lungs = lung_mask(images[i])
+            recs[i]["heatmap_lung_mass"] = {}
             for c, cam in m.items():
-                png = save_heatmap(stems[i], self.classes[c], images[i], cam)
+                png = save_heatmap(stems[i], self.classes[c], images[i], cam, lungs)
                 recs[i]["heatmaps"][self.classes[c]] = str(png)
+                recs[i]["heatmap_lung_mass"][self.classes[c]] = lung_mass(cam, lungs)
 
     def _gated(self, item: Item) -> _Passed | GateResult:
         """Model pixels and the gate's record, or the gate's verdict when it rejects."""

@@ -25,7 +25,7 @@ from cxrad.errors import CacheError, ImageReadError
 from cxrad.image import MAX_PIXELS, file_sha1, read_image, sha1_bytes
 from cxrad.manifest import STATUS_OK, read_manifest
 from cxrad.preprocess import store
-from cxrad.preprocess.transform import PreprocessConfig, resize
+from cxrad.preprocess.transform import PreprocessConfig, apply_crop, resize
 from cxrad.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,12 @@ def _hash_or_none(path: str) -> str | None:
 
 
 def process_chunk(
-    directory: str, items: list[tuple[str, str]], size: int, mode: str, max_pixels: int
+    directory: str,
+    items: list[tuple[str, str]],
+    size: int,
+    mode: str,
+    max_pixels: int,
+    crop: str = "none",
 ) -> tuple[str, int, dict[str, str]]:
     """Worker: prepare every ``(sha1, path)`` of one chunk and write its shard.
 
@@ -89,7 +94,7 @@ def process_chunk(
     Returns:
         ``(shard name, images cached, {sha1: failure reason})``.
     """
-    config = PreprocessConfig(size=size, mode=mode)  # type: ignore[arg-type]
+    config = PreprocessConfig(size=size, mode=mode, crop=crop)  # type: ignore[arg-type]
     name = store.shard_name([s for s, _ in items])
     out = np.zeros((len(items), size, size), np.uint8)
     ok: list[str] = []
@@ -109,7 +114,7 @@ def process_chunk(
             continue
         try:
             pixels = read_image(data, max_pixels, native=True, name=path).pixels
-            out[len(ok)] = resize(pixels, config.size, config.mode)
+            out[len(ok)] = resize(apply_crop(pixels, config), config.size, config.mode)
         except ImageReadError as e:
             failed[sha] = _strip_path(str(e), path)
             continue
@@ -296,7 +301,7 @@ def _run_chunks(
     done, names = 0, set()
     if progress:
         progress(0, total)
-    args = (str(directory), config.size, config.mode, max_pixels)
+    args = (str(directory), config.size, config.mode, max_pixels, config.crop)
     if workers == 1 or len(chunks) <= 1:
         for items in chunks:
             name, _, _ = process_chunk(args[0], items, *args[1:])
