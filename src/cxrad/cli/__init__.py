@@ -16,6 +16,7 @@ from cxrad.cli import (  # noqa: F401  isort: skip
     split,
     preprocess,
     train,
+    ood,
     evaluate,
     adapt,
     predict,

@@ -25,6 +25,7 @@ from PIL import Image
 from cxrad.errors import CxradError, ImageReadError, PredictError
 from cxrad.labels import NORMAL
 from cxrad.models import Classifier, DecisionStep, RunConfig, load_run, resolve_run
+from cxrad.models.ood import GaussianOOD, load_ood, ood_records
 from cxrad.options import suggest
 from cxrad.predict.backends import OnnxBackend, TorchBackend
 from cxrad.predict.heatmap import cam_layer_name, grad_cam, save_heatmap
@@ -65,6 +66,8 @@ class Predictor:
             uses ``threshold`` for every class.
         threshold: the cut-off in ``"fixed"`` mode.
         workers: threads decoding files while the model runs.
+        ood: the run's out-of-distribution statistics (:func:`~cxrad.models.ood.load_ood`);
+            None gives every record ``"ood": None``.
 
     Example:
         >>> p = Predictor.from_run("default")  # doctest: +SKIP
@@ -83,6 +86,7 @@ class Predictor:
         threshold_mode: str = "val",
         threshold: float = 0.5,
         workers: int = 2,
+        ood: GaussianOOD | None = None,
     ) -> None:
         _check("backend", backend, BACKENDS)
         _check("threshold mode", threshold_mode, THRESHOLD_MODES)
@@ -113,6 +117,7 @@ class Predictor:
         else:
             self.engine = TorchBackend(self.model, self.device)
         self.backend = backend
+        self.ood = ood
 
     @classmethod
     def from_run(
@@ -133,6 +138,7 @@ class Predictor:
         _check("backend", backend, BACKENDS)
         path = resolve_run(run)
         model, config = load_run(path, device=device)
+        kwargs.setdefault("ood", load_ood(path, config))
         onnx_path = None
         if backend == "onnx":
             from cxrad.predict.export import ensure_onnx, onnx_run_config
@@ -181,12 +187,13 @@ class Predictor:
         x = np.stack(images)[:, None].astype(np.float32) / 255.0
         logits = np.asarray(self.engine(x))
         decided = self.step.records(self.step(logits))
+        oods = ood_records(self.ood, self.model, x, self.device) or [None] * len(paths)
         recs = []
-        for path, row, d in zip(paths, logits, decided, strict=True):
+        for path, row, d, o in zip(paths, logits, decided, oods, strict=True):
             if not np.isfinite(row).all():  # damaged weights or input: never an "ok" record
                 recs.append(self._error(path, NON_FINITE, code="non_finite_output"))
             else:
-                recs.append({**self._head(path, "ok"), **d})
+                recs.append({**self._head(path, "ok"), **d, "ood": o})
         return recs, x
 
     def _head(
