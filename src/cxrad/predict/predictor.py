@@ -25,8 +25,10 @@ from PIL import Image
 from cxrad.errors import CxradError, ImageReadError, PredictError
 from cxrad.labels import NORMAL
 from cxrad.models import Classifier, DecisionStep, RunConfig, load_run, resolve_run
+from cxrad.models.oneclass import is_one_class
 from cxrad.models.ood import GaussianOOD, load_ood, ood_records
 from cxrad.options import suggest
+from cxrad.predict.anomaly import anomaly_heatmaps
 from cxrad.predict.backends import OnnxBackend, TorchBackend
 from cxrad.predict.heatmap import cam_layer_name, grad_cam, save_heatmap
 from cxrad.predict.inputs import InputFile, check_output_dir, find_inputs
@@ -268,6 +270,8 @@ class Predictor:
     def _heatmaps(
         self, recs: list[dict[str, Any]], x: np.ndarray, images: list[np.ndarray], stems: list[Path]
     ) -> None:
+        if is_one_class(self.config):
+            return anomaly_heatmaps(self.model, recs, x, images, stems, self.device)
         for r in recs:
             r["heatmaps"] = {}
         targets = [[self.classes.index(c) for c in r["positive"] if c != NORMAL] for r in recs]
