@@ -78,5 +78,6 @@ class AdaptError(CxradError):
 class GateError(CxradError):
     """The input gate cannot run: its shipped model is missing or broken."""
 
+
 class SegmentError(CxradError):
     """The lung segmenter cannot be loaded, or a segmentation option is invalid."""

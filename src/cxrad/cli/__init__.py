@@ -18,6 +18,7 @@ from cxrad.cli import (  # noqa: F401  isort: skip
     segment,
     preprocess,
     train,
+    ood,
     evaluate,
     adapt,
     predict,

@@ -88,8 +88,17 @@ def train(
         help="how each class's cut-off (and triage's) is chosen on val: spec=0.95 (95% of "
         "annotated negatives stay below it), sens=0.90, or youden",
     ),
+    task: str = typer.Option(
+        "multilabel",
+        "--task",
+        help="multilabel (findings from labels) or one-class (anomaly detector trained on "
+        "NORMAL films only; selected and thresholded without abnormal labels)",
+    ),
 ) -> None:
     """Train a model on WORK's train split; keep the checkpoint with the best val macro AUROC.
+
+    With --task one-class only NORMAL train/val films are read (see docs/oneclass.md); --model,
+    --loss, --patience and the hardware options do not apply.
 
     Resumes from RUN/checkpoints/last.ckpt when present. Writes RUN/model.safetensors and
     RUN/config.json (classes, temperatures and operating points fitted on val, the triage
@@ -104,6 +113,13 @@ def train(
 
     aug = augment_preset(augment)  # an unknown name fails before any work starts
     parse_rule(operating_point)
+    if task != "multilabel":
+        from cxrad.cli.oneclass import train_one_class_cli
+
+        return train_one_class_cli(
+            task, work, out, epochs, batch_size, lr, weight_decay, size, mode, seed, limit_train,
+            threads, aug,
+        )  # fmt: skip
     quiet_lightning()
     t0 = time.perf_counter()
     run = train_run(

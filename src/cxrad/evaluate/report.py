@@ -145,6 +145,7 @@ def render_html(m: dict[str, Any], images: dict[str, str | None]) -> str:
         d = h["data"]
         rows = [
             ["model", f"{model['name']} ({model['activation']})"],
+            ["run kind", _task_text(model.get("task", "multilabel"))],
             ["run", model["run_path"]],
             ["classes", ", ".join(model["classes"])],
             ["preprocess", json.dumps(model["preprocess"])],
@@ -394,3 +395,12 @@ def write_outputs(
         os.replace(tmp, out / name)
     logger.info("wrote %s", out / "report.html")
     return paths
+
+
+def _task_text(task: str) -> str:
+    if task == "one-class":
+        return (
+            "one-class: an anomaly detector trained on NORMAL films only; its one output is "
+            "p(NORMAL), checkpoint and threshold chosen without abnormal labels"
+        )
+    return f"{task}: classifier trained on labelled findings"

@@ -284,6 +284,7 @@ def evaluate_run(
     metrics["header"] = {
         "model": {
             "name": config.name,
+            "task": config.task,
             "run": str(run),
             "run_path": str(run_dir.resolve()),
             "classes": classes,

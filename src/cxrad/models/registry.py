@@ -51,6 +51,8 @@ class ModelSpec:
 
 ENSEMBLE = "ensemble"
 """The model name an ensemble run's config carries (see :mod:`cxrad.models.ensemble`)."""
+ONE_CLASS = "one-class"
+"""The model name a one-class run's config carries (see :mod:`cxrad.models.oneclass`)."""
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, tuple[Builder, ModelSpec]] = {}
@@ -134,6 +136,10 @@ def create_model(name: str, num_classes: int = len(CLASSES), **kwargs: Any) -> C
         from cxrad.models.ensemble import build_ensemble
 
         return build_ensemble(num_classes, **kwargs)
+    if name == ONE_CLASS:
+        from cxrad.models.oneclass import build_one_class
+
+        return build_one_class(num_classes, **kwargs)
     spec = get_spec(name)
     builder = _REGISTRY[name][0]
     net = builder(num_classes=num_classes, **{**spec.defaults, **kwargs})

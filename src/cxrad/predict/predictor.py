@@ -27,7 +27,10 @@ from cxrad.errors import CxradError, ImageReadError, PredictError
 from cxrad.gate import GateResult, InputGate
 from cxrad.labels import NORMAL
 from cxrad.models import Classifier, DecisionStep, RunConfig, load_run, resolve_run
+from cxrad.models.oneclass import is_one_class
+from cxrad.models.ood import GaussianOOD, load_ood, ood_records
 from cxrad.options import suggest
+from cxrad.predict.anomaly import anomaly_heatmaps
 from cxrad.predict.backends import OnnxBackend, TorchBackend
 from cxrad.predict.heatmap import cam_layer_name, grad_cam, lung_mask, lung_mass, save_heatmap
 from cxrad.predict.inputs import InputFile, check_output_dir, find_inputs
@@ -71,6 +74,8 @@ class Predictor:
             :meth:`InputGate.default`); a rejected image gets ``status = "rejected"``, the
             gate's reason ``code`` and no findings. Off (None) by default in the library;
             ``cxrad predict`` turns it on unless ``--no-gate``.
+        ood: the run's out-of-distribution statistics (:func:`~cxrad.models.ood.load_ood`);
+            None gives every record ``"ood": None``.
 
     Example:
         >>> p = Predictor.from_run("default")  # doctest: +SKIP
@@ -90,6 +95,7 @@ class Predictor:
         threshold: float = 0.5,
         workers: int = 2,
         gate: InputGate | bool | None = None,
+        ood: GaussianOOD | None = None,
     ) -> None:
         _check("backend", backend, BACKENDS)
         _check("threshold mode", threshold_mode, THRESHOLD_MODES)
@@ -123,6 +129,7 @@ class Predictor:
             self.engine = TorchBackend(self.model, self.device)
         self.backend = backend
         self.gate = InputGate.default() if gate is True else (gate or None)
+        self.ood = ood
 
     @classmethod
     def from_run(
@@ -143,6 +150,7 @@ class Predictor:
         _check("backend", backend, BACKENDS)
         path = resolve_run(run)
         model, config = load_run(path, device=device)
+        kwargs.setdefault("ood", load_ood(path, config))
         onnx_path = None
         if backend == "onnx":
             from cxrad.predict.export import ensure_onnx, onnx_run_config
@@ -191,12 +199,13 @@ class Predictor:
         x = np.stack(images)[:, None].astype(np.float32) / 255.0
         logits = np.asarray(self.engine(x))
         decided = self.step.records(self.step(logits))
+        oods = ood_records(self.ood, self.model, x, self.device) or [None] * len(paths)
         recs = []
-        for path, row, d in zip(paths, logits, decided, strict=True):
+        for path, row, d, o in zip(paths, logits, decided, oods, strict=True):
             if not np.isfinite(row).all():  # damaged weights or input: never an "ok" record
                 recs.append(self._error(path, NON_FINITE, code="non_finite_output"))
             else:
-                recs.append({**self._head(path, "ok"), **d})
+                recs.append({**self._head(path, "ok"), **d, "ood": o})
         return recs, x
 
     def _head(
@@ -275,6 +284,8 @@ class Predictor:
     def _heatmaps(
         self, recs: list[dict[str, Any]], x: np.ndarray, images: list[np.ndarray], stems: list[Path]
     ) -> None:
+        if is_one_class(self.config):
+            return anomaly_heatmaps(self.model, recs, x, images, stems, self.device)
         for r in recs:
             r["heatmaps"] = {}
         targets = [[self.classes.index(c) for c in r["positive"] if c != NORMAL] for r in recs]

@@ -47,6 +47,7 @@ from cxrad.options import suggest
 from cxrad.train.finalise import finalise, predict_logits
 from cxrad.train.losses import pos_weight_from_labels
 from cxrad.train.module import LOSSES, CxrModule
+from cxrad.train.ood import fit_run_ood
 from cxrad.train.setup import Hardware, hardware, open_work_cache
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def train(
     )
     logits = predict_logits(lit.model, prep.loaders.val, prep.hw.gpu)
     finalise(lit.model, config, logits, prep.val_ds.labels, out, rule)
+    fit_run_ood(out, work)  # OOD statistics on the train films' features, threshold on val
     logger.info("wrote %s (best epoch %d, operating points %s)", out, best_epoch, rule)
     return out
 

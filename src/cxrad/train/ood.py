@@ -1,0 +1,111 @@
+"""Stage 7, train: fit a run's out-of-distribution statistics on its work folder's train/val films.
+
+``cxrad train`` calls :func:`fit_run_ood` at the end of every run; ``cxrad fit-ood RUN --data
+WORK`` does the same for a run trained before (the shipped default, say). The Gaussian is fitted
+on the *train* films' penultimate features and its threshold is a quantile of the *val* films'
+scores; test films play no part.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrad.errors import TrainError
+from cxrad.manifest import STATUS_OK, read_manifest
+from cxrad.models import Classifier, load_run, resolve_run
+from cxrad.models.ood import DEFAULT_QUANTILE, GaussianOOD, attach_ood
+from cxrad.train.setup import open_work_cache
+
+logger = logging.getLogger(__name__)
+
+MAX_FIT = 20_000
+"""At most this many train films (a seeded sample) go into the Gaussian: plenty for 512 features."""
+
+
+def fit_run_ood(
+    run: str | Path,
+    work: str | Path,
+    quantile: float = DEFAULT_QUANTILE,
+    batch_size: int = 64,
+    max_fit: int = MAX_FIT,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit ``run``'s OOD statistics on ``work``'s train split, threshold them on val, store them.
+
+    Args:
+        run: a trained run directory (written to: ``ood.safetensors`` and the config's ``ood``).
+        work: a work folder with a split manifest and a cache at the run's preprocessing size.
+        quantile: the share of in-distribution val films scored below the threshold.
+        batch_size: images per forward pass.
+        max_fit: cap on train films used (a seeded random sample).
+        seed: seeds that sample.
+
+    Returns:
+        The ``ood`` entry written into the run's config.
+
+    Raises:
+        TrainError: no split, no cache at the run's size, or empty train/val splits.
+
+    Example:
+        >>> fit_run_ood("runs/fast", "work")["threshold"]  # doctest: +SKIP
+    """
+    path = resolve_run(run)
+    model, cfg = load_run(path)
+    df = read_manifest(work)
+    if "split" not in df.columns:
+        raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
+    df = df[df["status"] == STATUS_OK]
+    size = int(cfg.preprocess.size)
+    cache = open_work_cache(work, size, str(cfg.preprocess.mode))
+    train_df = df[df["split"] == "train"]
+    if len(train_df) > max_fit:
+        train_df = train_df.sample(n=max_fit, random_state=seed).sort_index()
+    feats = {
+        name: split_features(model, rows, cache, batch_size)
+        for name, rows in (("train", train_df), ("val", df[df["split"] == "val"]))
+    }
+    for name, f in feats.items():
+        if len(f) < 2:
+            raise TrainError(
+                f"the {name} split of {work} has {len(f)} cached films; OOD statistics need "
+                f"at least 2 (run `cxrad preprocess {work} --size {size}`)"
+            )
+    ood = GaussianOOD().fit(feats["train"]).set_threshold(feats["val"], quantile)
+    return attach_ood(path, ood)
+
+
+@torch.no_grad()
+def split_features(
+    model: Classifier, rows: pd.DataFrame, cache: Any, batch_size: int = 64
+) -> np.ndarray:
+    """Penultimate features ``(N, F)`` of the cached films of ``rows``, in order.
+
+    Rows missing from the cache are left out (and counted in the log). No label is read.
+    """
+    model = model.eval()
+    out = [
+        model.forward_features(x).double().numpy() for x in cached_batches(rows, cache, batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def cached_batches(rows: pd.DataFrame, cache: Any, batch_size: int = 64) -> Iterator[torch.Tensor]:
+    """Float ``(B, 1, S, S)`` batches in [0, 1] of the cached films of ``rows``, in order; no labels."""
+    idx = np.asarray(cache.rows_for(rows), dtype=np.int64)
+    missing = int((idx < 0).sum())
+    if missing:
+        logger.warning("%d of %d rows are not in the cache and were left out", missing, len(idx))
+    idx = idx[idx >= 0]
+    for start in range(0, len(idx), batch_size):
+        x = np.asarray(cache.images[idx[start : start + batch_size]], dtype=np.float32) / 255.0
+        yield torch.from_numpy(x)[:, None]
+
+
+__all__ = ["cached_batches", "fit_run_ood", "split_features"]
