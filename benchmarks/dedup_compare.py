@@ -21,11 +21,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dedup_reference import reference_pairs  # noqa: E402
+from dedup_reference import reference_pairs
 
-from cxrad.manifest import read_manifest  # noqa: E402
-from cxrad.split import assign_dup_groups  # noqa: E402
-from cxrad.split.graph import components  # noqa: E402
+from cxrad.manifest import read_manifest
+from cxrad.split import assign_dup_groups
+from cxrad.split.graph import components
 
 
 def compare(work: str | Path, csv: str | Path | None = None) -> dict[str, float]:

@@ -18,7 +18,6 @@ from cxrad.errors import CacheError
 from cxrad.manifest import read_manifest
 from cxrad.preprocess import PreprocessConfig, open_cache, prepare, preprocess_work
 from cxrad.preprocess.lock import LOCK, locked
-
 from helpers import make_tiny_work
 
 CFG = PreprocessConfig(size=16)
@@ -81,9 +80,8 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path: Path) -> 
     d = tmp_path / "cache"
     with locked(d):
         assert (d / LOCK).is_file()
-        with pytest.raises(CacheError, match="another `cxrad preprocess`"):
-            with locked(d):
-                pass
+        with pytest.raises(CacheError, match="another `cxrad preprocess`"), locked(d):
+            pass
     assert not (d / LOCK).exists()
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -93,9 +91,8 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path: Path) -> 
     with locked(d):
         assert json.loads((d / LOCK).read_text())["pid"] == os.getpid()
     (d / LOCK).write_text(json.dumps({"host": "other-node", "pid": 1, "started": 0}))
-    with pytest.raises(CacheError, match="other-node"):  # another host, fresh: not stolen
-        with locked(d):
-            pass
+    with pytest.raises(CacheError, match="other-node"), locked(d):  # another host, fresh
+        pass
     old = 1_000_000_000
     os.utime(d / LOCK, (old, old))  # not refreshed for years: stale
     with locked(d):
