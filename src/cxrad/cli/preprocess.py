@@ -30,6 +30,12 @@ def preprocess(
         None, "--workers", "-j", min=1, help="processes to use [default: all cores]"
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="draw a progress bar"),
+    fmt: str = typer.Option(
+        "cache",
+        "--format",
+        help="cache, or webdataset: also write tar shards to WORK/streaming/<config>/ for "
+        "`cxrad train --data-format webdataset` (many machines, object storage)",
+    ),
 ) -> None:
     """Decode every `ok` image once, resize it, and cache it in WORK/cache/<config>/.
 
@@ -49,3 +55,13 @@ def preprocess(
             f"see {s.cache_dir / 'failures.parquet'}"
         )
     err_console.print(f"cache {s.cache_dir} ({s.bytes / 1e6:.1f} MB)", highlight=False)
+    if fmt == "webdataset":
+        from cxrad.preprocess.webdataset import streaming_dir, write_webdataset
+
+        index = write_webdataset(work, config)
+        counts = ", ".join(
+            f"{k} {v['n']} ({len(v['shards'])} shards)" for k, v in index["splits"].items()
+        )
+        err_console.print(f"webdataset {streaming_dir(work, config)}: {counts}", highlight=False)
+    elif fmt != "cache":
+        raise typer.BadParameter(f"--format must be cache or webdataset, not {fmt!r}")
