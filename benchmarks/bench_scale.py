@@ -185,6 +185,42 @@ def measure_size(root: Path, n: int, base: np.ndarray, table: pd.DataFrame, a: a
     return res
 
 
+def preprocess_copies(src: Path, n: int, root: Path) -> dict:
+    """``cxrad preprocess`` (``ulimit -n 256``) of ``n`` films copied from the PNGs in ``src``.
+
+    Each copy gets distinct trailing bytes (decoders ignore them), so a distinct sha1; the
+    manifest is written directly (no ingest), so this measures preprocess alone at sizes whose
+    full synthetic tree would take too long to generate on a small machine.
+    """
+    import hashlib
+
+    sys.path.insert(0, str(REPO / "src"))
+    from cxrad.manifest import make_rows, write_manifest
+
+    files = sorted(src.glob("*.png"))
+    tree, work = root / f"copies-{n}", root / f"copies-work-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    (tree).mkdir(parents=True, exist_ok=True)
+    recs = []
+    for i in range(n):
+        data = files[i % len(files)].read_bytes() + i.to_bytes(8, "little")
+        p = tree / f"{i:07d}.png"
+        if not p.is_file():
+            p.write_bytes(data)
+        recs.append(
+            {"image_id": f"copies/{i:07d}.png", "path": str(p), "source": "copies",
+             "sha1": hashlib.sha1(data).hexdigest(), "status": "ok"}
+        )  # fmt: skip
+    work.mkdir(parents=True)
+    write_manifest(make_rows(recs), work)
+    cmd = cxrad("preprocess", str(work), "--size", str(SIDE), "--workers", "1", "--no-progress")
+    out = run_measured(cmd, nofile=256)
+    out.pop("stdout", None)
+    shutil.rmtree(work)
+    shutil.rmtree(tree)
+    return out
+
+
 def incremental(root: Path, n: int) -> dict[str, float]:
     """Preprocess 99% of the manifest, then all of it: the share of pack bytes written again."""
     sys.path.insert(0, str(REPO / "src"))
@@ -288,7 +324,18 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=HERE / "results" / "scale.json")
     ap.add_argument("--md", type=Path, default=None, help="write the table into this markdown")
     ap.add_argument("--keep", action="store_true", help="keep the trees and work folders")
+    ap.add_argument(
+        "--copies-from", type=Path, default=None,
+        help="only preprocess --sizes films copied from the PNGs in this folder (no tree)",
+    )  # fmt: skip
     a = ap.parse_args()
+    if a.copies_from:
+        res = json.loads(a.results.read_text()) if a.results.is_file() else {}
+        for n in a.sizes:
+            res[str(n)] = preprocess_copies(a.copies_from, n, a.root)
+            print(f"[{n}] preprocess (copies): {res[str(n)]}", flush=True)
+            a.results.write_text(json.dumps(res, indent=1))
+        return
     a.root.mkdir(parents=True, exist_ok=True)
     base, labels = base_films(a.root / "nih128.npy")
     results = json.loads(a.results.read_text()) if a.results.is_file() else {}
