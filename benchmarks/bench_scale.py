@@ -44,6 +44,7 @@ DATA = REPO.parent / "shared" / "data" / "nih-chestxray14"
 SIDE = 96
 DUP_FRACTION = 0.05
 STAGES = ("ingest", "split", "preprocess", "bootstrap")
+TABLE_STAGES = (*STAGES, "bootstrap_old")
 MARK_START, MARK_END = "<!-- bench_scale:start -->", "<!-- bench_scale:end -->"
 
 
@@ -153,6 +154,30 @@ clusters = np.arange(n) // 3
 m = classification_metrics(y, p, [f"c{k}" for k in range(c)], clusters, n_boot=n_boot, seed=0)
 print(m["macro"]["auroc"], m["macro"]["auroc_ci"])
 """
+
+
+BOOTSTRAP_OLD = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[3])
+from bootstrap_reference import bootstrap_metric, percentile_ci, resample_counts
+n, n_boot = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+c = 14
+y = (rng.random((n, c)) < rng.uniform(0.01, 0.2, c)).astype(float)
+p = rng.random((n, c)) + 0.5 * y
+clusters = np.arange(n) // 3
+counts = resample_counts(int(clusters.max()) + 1, n_boot, 0)
+cis = [percentile_ci(bootstrap_metric(m, p[:, j], y[:, j], clusters, counts))
+       for j in range(c) for m in ("auroc", "auprc")]
+print(cis[0])
+"""
+
+
+def bootstrap_pair(n: int, n_boot: int) -> dict[str, dict]:
+    """The new bootstrap (all 14 classes, AUROC + AUPRC + micro) and the old one, same data."""
+    new = run_measured([sys.executable, "-c", BOOTSTRAP, str(n), str(n_boot)])
+    old = run_measured([sys.executable, "-c", BOOTSTRAP_OLD, str(n), str(n_boot), str(HERE)])
+    return {"bootstrap": new, "bootstrap_old": old}
 
 
 def cxrad(*args: str) -> list[str]:
@@ -284,7 +309,7 @@ def table(results: dict[int, dict]) -> str:
     lines = ["| stage | metric | " + " | ".join(f"{n // 1000}k" for n in ns)]
     lines[0] += " | k (>= 8k) | 149k (extrap.) | 1M (extrap.) |"
     lines.append("|---" * (len(ns) + 5) + "|")
-    for stage in STAGES:
+    for stage in TABLE_STAGES:
         for metric, unit in (("cpu_s", "CPU s"), ("wall_s", "wall s"), ("rss_mb", "peak RSS MiB")):
             have = [n for n in ns if stage in results[n]]
             if not have:
@@ -328,7 +353,17 @@ def main() -> None:
         "--copies-from", type=Path, default=None,
         help="only preprocess --sizes films copied from the PNGs in this folder (no tree)",
     )  # fmt: skip
+    ap.add_argument("--bootstrap-only", action="store_true", help="new vs old bootstrap only")
     a = ap.parse_args()
+    if a.bootstrap_only:
+        res = json.loads(a.results.read_text()) if a.results.is_file() else {}
+        for n in a.sizes:
+            res[str(n)] = bootstrap_pair(n, a.n_boot)
+            for v in res[str(n)].values():
+                v.pop("stdout", None)
+            print(f"[{n}] {res[str(n)]}", flush=True)
+            a.results.write_text(json.dumps(res, indent=1))
+        return
     if a.copies_from:
         res = json.loads(a.results.read_text()) if a.results.is_file() else {}
         for n in a.sizes:

@@ -41,6 +41,8 @@ def preprocess(
 
     Raw files are never modified. Rerunning with the same options does nothing; a run that was killed resumes where it stopped. Files that cannot be decoded are listed, with a reason, in failures.parquet.
     """
+    if fmt not in ("cache", "webdataset"):
+        raise typer.BadParameter(f"--format must be cache or webdataset, not {fmt!r}")
     config = PreprocessConfig(size=size, mode=mode)  # type: ignore[arg-type]  # validates mode
     with progress_bar(f"preprocess {config.key}", enabled=progress) as bar:
         s = preprocess_work(work, config, workers=workers, progress=bar)
@@ -63,5 +65,3 @@ def preprocess(
             f"{k} {v['n']} ({len(v['shards'])} shards)" for k, v in index["splits"].items()
         )
         err_console.print(f"webdataset {streaming_dir(work, config)}: {counts}", highlight=False)
-    elif fmt != "cache":
-        raise typer.BadParameter(f"--format must be cache or webdataset, not {fmt!r}")
