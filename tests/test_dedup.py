@@ -13,7 +13,8 @@ from PIL import Image
 from cxrad.manifest import make_rows
 from cxrad.manifest.hashing import hash_file
 from cxrad.split import assign_dup_groups, label_conflicts
-from cxrad.split.hamming import hamming, hex_to_words, near_pairs
+from cxrad.split.hamming import hamming, hex_to_words
+from cxrad.split.neighbours import near_pairs, words_to_codes
 
 
 def _rows(phashes: list[str | None], **cols: list) -> pd.DataFrame:
@@ -50,14 +51,34 @@ def test_near_pairs_matches_brute_force(radius: int) -> None:
         flips = rng.integers(0, 64, 600).astype(np.uint64)
         words ^= np.where(rng.random(600) < 0.5, np.uint64(1) << flips, np.uint64(0))
     words = words.reshape(-1, 1)
-    i, j, d = near_pairs(words, radius)
+    found = near_pairs(words_to_codes(words), radius, k=64)
     dist = np.bitwise_count(words[:, 0][:, None] ^ words[:, 0][None, :])
     bi, bj = np.nonzero(np.triu(dist <= radius, 1))
-    assert set(zip(i.tolist(), j.tolist(), strict=True)) == set(
-        zip(bi.tolist(), bj.tolist(), strict=True)
-    )
-    assert (d == dist[i, j]).all()
+    truth = set(zip(bi.tolist(), bj.tolist(), strict=True))
+    got = set(zip(found.i.tolist(), found.j.tolist(), strict=True))
+    assert got <= truth  # never a pair beyond the radius
+    # approximate search: identical hashes come as stars (linked, not every pair), so compare
+    # what matters, the groups: every true pair ends up connected
+    from cxrad.split.graph import components
+
+    n = len(words)
+    g = components(n, found.i, found.j, pd.Series([f"{k:04d}" for k in range(n)]))
+    assert all(g[a] == g[b] for a, b in truth)
+    assert (found.distance == dist[found.i, found.j]).all()
     assert len(bi) > 0
+
+
+def test_near_pairs_bounds_candidates_per_hash_and_groups_identical_hashes() -> None:
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    codes[100:200] = codes[100]  # a template: 100 rows with one hash
+    found = near_pairs(codes, radius=256, k=4)  # every pair is within 256 bits
+    assert found.distinct_hashes == 201
+    assert found.identical_pairs == 99  # a star, not 99*100/2 pairs
+    assert found.template_hashes == 1
+    searched = len(found.i) - found.identical_pairs
+    assert 0 < searched <= 201 * 4  # at most k candidates per distinct hash
+    assert found.i.dtype == np.int64 and (found.i < found.j).all()
 
 
 def test_hex_to_words_and_hamming() -> None:
@@ -108,10 +129,12 @@ def test_label_conflicts_report_disagreeing_classes_only() -> None:
     assert row["image_ids"] == ["s/000.png", "s/001.png"]
 
 
-def _hashed_rows(paths: list[Path]) -> pd.DataFrame:
-    recs = []
+def _hashed_rows(paths: list[Path], fine: bool = True) -> pd.DataFrame:
+    """Rows as ingest hashes them; ``fine=False`` is a manifest from before ``phash256``."""
+    recs, fines = [], []
     for p in paths:
-        sha1, phash, status = hash_file(str(p))
+        sha1, phash, status, phash256 = hash_file(str(p))
+        fines.append(phash256)
         recs.append(
             {
                 "image_id": f"t/{p.name}",
@@ -122,7 +145,10 @@ def _hashed_rows(paths: list[Path]) -> pd.DataFrame:
                 "status": status,
             }
         )
-    return make_rows(recs)
+    df = make_rows(recs)
+    if fine:
+        df["phash256"] = pd.array(fines, dtype="string")
+    return df
 
 
 @pytest.mark.data
@@ -137,7 +163,7 @@ def test_resized_reencoded_copy_joins_and_lookalikes_do_not(
     copy = tmp_path / "copy.jpg"
     Image.open(orig).convert("L").resize((181, 181), Image.BICUBIC).save(copy, quality=70)
     others = [radio / "COVID-787.jpg", ped / "IM-0401-0001.jpeg", ped / "IM-0544-0001.jpeg"]
-    df = _hashed_rows([orig, copy, *others])
+    df = _hashed_rows([orig, copy, *others], fine=False)  # decodes: the old-manifest fallback
     w = hex_to_words(df["phash"].astype(str).tolist())
     # precondition: the 64-bit phash alone puts these distinct films within a few bits
     assert hamming(w[0], w[2]) <= 4 and hamming(w[3], w[4]) <= 4
@@ -148,3 +174,24 @@ def test_resized_reencoded_copy_joins_and_lookalikes_do_not(
     assert (tmp_path / "fine.parquet").is_file()
     again = assign_dup_groups(df, workers=1, cache=tmp_path / "fine.parquet")
     assert again["dup_group"].tolist() == g
+
+
+def test_phash256_column_avoids_decoding_and_old_manifests_fall_back(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    files = []
+    for k in range(3):
+        arr = (rng.random((48, 48)) * 255).astype(np.uint8)
+        p = tmp_path / f"f{k}.png"
+        Image.fromarray(arr).save(p)
+        files.append(p)
+    Image.open(files[0]).resize((40, 40)).save(tmp_path / "copy.png")
+    files.append(tmp_path / "copy.png")
+    df = _hashed_rows(files)
+    assert df["phash256"].notna().all() and df["phash256"].str.len().eq(64).all()
+    new = assign_dup_groups(df, workers=1)["dup_group"].tolist()
+    assert new[0] == new[3] and len(set(new)) == 3
+    old = assign_dup_groups(df.drop(columns="phash256"), workers=1, cache=tmp_path / "c.parquet")
+    assert old["dup_group"].tolist() == new and (tmp_path / "c.parquet").is_file()
+    for f in files:  # the manifest column is enough: nothing is decoded again
+        f.unlink()
+    assert assign_dup_groups(df, workers=1)["dup_group"].tolist() == new

@@ -80,9 +80,9 @@ def test_hashing_and_preprocess_keep_every_row(
             suffix = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}[fmt]
             p = folder / f"{fmt}{seed}{suffix}"
             p.write_bytes(mutated(bases, fmt, seed))
-            _, phash, status = hash_file(str(p))
+            _, phash, status, fine = hash_file(str(p))
             assert status == "ok" or status.startswith("unreadable: "), (p, status)
-            assert (phash is not None) == (status == "ok")
+            assert (phash is not None) == (status == "ok") == (fine is not None)
             recs.append({"image_id": f"f/{p.name}", "path": str(p), "status": "ok"})
     work = tmp_path / "work"
     write_manifest(make_rows(recs), work)

@@ -48,8 +48,10 @@ def test_phash_survives_resize_and_reencode(tmp_path: Path, shared_data: Path) -
     orig = shared_data / "fixtures/nih-original-1024/00000075_000.png"
     down = shared_data / "nih-chestxray14/images/00000075_000.png"
     unrelated = shared_data / "fixtures/nih-original-1024/00000129_000.png"
-    (s1, p1, _), (s2, p2, _) = hash_file(str(src)), hash_file(str(small))
-    (_, p3, _), (_, p4, _), (_, p5, _) = (hash_file(str(p)) for p in (orig, down, unrelated))
+    (s1, p1, _, _), (s2, p2, _, _) = hash_file(str(src)), hash_file(str(small))
+    (_, p3, _, _), (_, p4, _, _), (_, p5, _, _) = (
+        hash_file(str(p)) for p in (orig, down, unrelated)
+    )
     assert s1 != s2
     assert distance(p1, p2) <= 6
     assert distance(p3, p4) <= 6
@@ -85,7 +87,7 @@ def test_bad_files_become_unreadable_rows(tmp_path: Path, shared_data: Path) -> 
 
 def test_too_large_is_a_reason(monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
     monkeypatch.setattr(hashing, "MAX_IMAGE_PIXELS", 1000)  # 256x256 > 2 x 1000
-    sha1, phash, status = hash_file(str(shared_data / "nih-chestxray14/images/00000075_000.png"))
+    sha1, phash, status, _ = hash_file(str(shared_data / "nih-chestxray14/images/00000075_000.png"))
     assert status == "unreadable: too large" and phash is None and sha1 is not None
 
 

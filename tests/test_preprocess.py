@@ -95,7 +95,7 @@ def test_tiny_work_cache_matches_prepare(tmp_path: Path) -> None:
     df = read_manifest(work)
     cache = open_cache(work, PreprocessConfig(size=16))
     rows = cache.rows_for(df)
-    assert cache.images.shape == (12, 16, 16) and not cache.images.flags.writeable
+    assert cache.images.shape == (12, 16, 16) and not cache.images[0].flags.writeable
     assert (rows >= 0).all() and len(set(rows)) == 12
     for i in (0, 5, 11):
         expect = prepare(df["path"].iloc[i], PreprocessConfig(size=16))
@@ -116,7 +116,7 @@ def test_rerun_does_nothing_and_config_change_makes_a_new_cache(tmp_path: Path) 
     again = preprocess_work(work, cfg, workers=1)
     assert (again.n_new, again.n_already, again.repacked) == (0, 9, False)
     assert _cache_files(again.cache_dir) == before
-    (again.cache_dir / "images.u8").unlink()  # damaged by hand: rebuilt, not refused
+    (again.cache_dir / "data/00000.u8").unlink()  # damaged by hand: rebuilt, not refused
     with pytest.raises(CacheError, match="missing"):
         open_cache(work, cfg)
     rebuilt = preprocess_work(work, cfg, workers=1)
@@ -200,14 +200,21 @@ def test_grown_manifest_adds_only_new_images_and_matches_a_fresh_run(tmp_path: P
         p = tmp_path / f"new{k}.png"
         Image.fromarray(synthetic_xray("EFFUSION", rng)).save(p)
         recs.append({"image_id": f"new/{k}", "path": str(p), "status": "ok", "sha1": file_sha1(p)})
+    before = (open_cache(work, cfg).path / "data/00000.u8").read_bytes()
     _add_rows(work, recs)
     s = preprocess_work(work, cfg, workers=1, chunk_size=2)
     assert (s.n_new, s.n_already, s.n_images) == (5, 9, 14)
+    assert s.bytes_written == 5 * 16 * 16  # only the new images are written
+    grown = (s.cache_dir / "data/00000.u8").read_bytes()
+    assert grown[: len(before)] == before and len(grown) == 14 * 16 * 16  # appended
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     shutil.copy(work / "manifest.parquet", fresh / "manifest.parquet")
     f = preprocess_work(fresh, cfg, workers=1)
-    assert _cache_files(s.cache_dir) == _cache_files(f.cache_dir)
+    df = read_manifest(work)
+    a, b = open_cache(work, cfg), open_cache(fresh, cfg)
+    np.testing.assert_array_equal(a.images[a.rows_for(df)], b.images[b.rows_for(df)])
+    assert f.bytes_written == 14 * 16 * 16
     assert not list((s.cache_dir / "shards").glob("*"))  # shards are consumed by the pack
 
 
@@ -229,7 +236,7 @@ def test_kill_9_at_every_stage_then_resume_is_byte_identical(tmp_path: Path) -> 
     cfg = PreprocessConfig(size=16)
     ref = make_tiny_work(tmp_path, n_per_class=4, size=16)  # uninterrupted: 12 images
     expected = _cache_files(open_cache(ref, cfg).path)
-    assert "images.u8" in expected and len(expected["images.u8"]) == 12 * 16 * 16
+    assert len(expected["data/00000.u8"]) == 12 * 16 * 16
     for step, k in [("shard", 2), ("pack-written", 1), ("journal", 1), ("replaced", 2)]:
         work = tmp_path / f"w-{step}"
         work.mkdir()

@@ -37,11 +37,19 @@ def preprocess(
         None, "--workers", "-j", min=1, help="processes to use [default: all cores]"
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="draw a progress bar"),
+    fmt: str = typer.Option(
+        "cache",
+        "--format",
+        help="cache, or webdataset: also write tar shards to WORK/streaming/<config>/ for "
+        "`cxrad train --data-format webdataset` (many machines, object storage)",
+    ),
 ) -> None:
     """Decode every `ok` image once, resize it, and cache it in WORK/cache/<config>/.
 
     Raw files are never modified. Rerunning with the same options does nothing; a run that was killed resumes where it stopped. Files that cannot be decoded are listed, with a reason, in failures.parquet.
     """
+    if fmt not in ("cache", "webdataset"):
+        raise typer.BadParameter(f"--format must be cache or webdataset, not {fmt!r}")
     config = PreprocessConfig(size=size, mode=mode, crop=crop)  # type: ignore[arg-type]  # validates
     with progress_bar(f"preprocess {config.key}", enabled=progress) as bar:
         s = preprocess_work(work, config, workers=workers, progress=bar)
@@ -58,6 +66,15 @@ def preprocess(
     err_console.print(f"cache {s.cache_dir} ({s.bytes / 1e6:.1f} MB)", highlight=False)
     if s.n_images == 0:
         raise CacheError(nothing_cached(s, work))
+
+    if fmt == "webdataset":
+        from cxrad.preprocess.webdataset import streaming_dir, write_webdataset
+
+        index = write_webdataset(work, config)
+        counts = ", ".join(
+            f"{k} {v['n']} ({len(v['shards'])} shards)" for k, v in index["splits"].items()
+        )
+        err_console.print(f"webdataset {streaming_dir(work, config)}: {counts}", highlight=False)
 
 
 def nothing_cached(s: PreprocessSummary, work: Path) -> str:

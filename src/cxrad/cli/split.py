@@ -37,12 +37,12 @@ def split(
     max_distance: int = typer.Option(
         MAX_DISTANCE,
         "--max-distance",
-        help="near-duplicate candidate radius, bits of the 64-bit phash",
+        help="near duplicates are also within this many bits of the 64-bit phash",
     ),
     fine_distance: int = typer.Option(
         FINE_DISTANCE,
         "--fine-distance",
-        help="confirm candidates within this many bits of a 256-bit phash; -1 trusts the 64-bit phash",
+        help="near duplicates are within this many bits of the 256-bit phash; -1 searches the 64-bit phash alone",
     ),
     workers: int = typer.Option(0, "--workers", help="processes for hashing (0 = all cores)"),
 ) -> None:

@@ -76,6 +76,21 @@ def train(
         min=0,
         help="data-loader processes (default: 0 on CPU, up to 4 with a GPU)",
     ),
+    data_format: str = typer.Option(
+        "cache",
+        "--data-format",
+        help="cache (random access memmap) or webdataset (tar shards from `cxrad preprocess "
+        "--format webdataset`, streamed, a disjoint share per DDP rank)",
+    ),
+    stream_base: str | None = typer.Option(
+        None,
+        "--stream-base",
+        help="folder or URL prefix of the WebDataset shards (e.g. https://host/shards or "
+        "'pipe:aws s3 cp s3://bucket/shards'); default WORK/streaming/<config>",
+    ),
+    strategy: str | None = typer.Option(
+        None, "--strategy", help="Lightning strategy, e.g. ddp [default: ddp for >1 device/node]"
+    ),
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="torch CPU threads (default: every CPU available)"
     ),
@@ -146,6 +161,9 @@ def train(
         progress=sys.stderr.isatty() if progress is None else progress,
         augment=aug,
         operating_point=operating_point,
+        data_format=data_format,
+        stream_base=stream_base,
+        strategy=strategy,
     )
     if not (run / "config.json").is_file():  # a non-zero DDP rank: rank 0 reports
         return

@@ -6,7 +6,7 @@ plain arrays, so they can score any predictions on any labelled manifest.
 
 from __future__ import annotations
 
-from cxrad.evaluate.bootstrap import cluster_ids, percentile_ci, resample_counts
+from cxrad.evaluate.bootstrap import Resamples, cluster_ids, percentile_ci, resample_counts
 from cxrad.evaluate.calibration import (
     brier_score,
     calibration_table,
@@ -22,6 +22,7 @@ from cxrad.evaluate.shortcut import audit_verdict, source_probe, within_source_a
 from cxrad.evaluate.single_label import single_label_targets, top1_view
 
 __all__ = [
+    "Resamples",
     "audit_verdict",
     "brier_score",
     "calibration_table",

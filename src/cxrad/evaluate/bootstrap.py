@@ -3,13 +3,19 @@
 Images of one patient are not independent: resampling rows would make confidence intervals
 too narrow. Here a bootstrap resample draws *clusters* (patients, merged with duplicate groups)
 with replacement, which turns into an integer weight per row. AUROC and average precision are
-then computed for all resamples at once from weighted, tie-grouped ranks, so 1,000 resamples
-of 17 classes over thousands of images take seconds instead of minutes.
+then computed from weighted, tie-grouped ranks that are sorted once per class.
+
+The work is linear in the number of test films and memory stays bounded: resamples are drawn
+in blocks (:class:`Resamples`, never the whole ``(n_boot, n_clusters)`` matrix), and every
+block serves all classes and metrics at once (:func:`bootstrap_metrics`) before the next is
+drawn. Blocks come from one seeded generator in order, so they equal :func:`resample_counts`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 CHUNK_ELEMENTS = 4_000_000
 """Resamples are processed in blocks of about this many (resample, tie level) cells (~32 MB)."""
+BLOCK_ELEMENTS = 8_000_000
+"""A block of drawn resamples holds about this many (resample, cluster) counts (~32 MB)."""
 
 
 def cluster_ids(df: pd.DataFrame) -> np.ndarray:
@@ -74,6 +82,48 @@ def resample_counts(n_clusters: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.multinomial(n_clusters, p, size=n_boot).astype(np.int32)
 
 
+@dataclass(frozen=True)
+class Resamples:
+    """The cluster counts of ``n_boot`` resamples, drawn block by block when asked.
+
+    Stands in for the ``(n_boot, n_clusters)`` matrix of :func:`resample_counts` (and equals
+    it, block after block, for the same seed) without holding it: at a million films that
+    matrix would be gigabytes.
+    """
+
+    n_clusters: int
+    n_boot: int
+    seed: int = 0
+    block_elements: int = BLOCK_ELEMENTS
+
+    def __len__(self) -> int:
+        return self.n_boot
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """``(b, n_clusters)`` int32 blocks of consecutive resamples, ``n_boot`` rows in all."""
+        rng = np.random.default_rng(self.seed)
+        k = self.n_clusters
+        step = max(1, self.block_elements // max(k, 1))
+        p = np.full(k, 1.0 / k) if k else None
+        for lo in range(0, self.n_boot, step):
+            b = min(step, self.n_boot - lo)
+            if k == 0:
+                yield np.zeros((b, 0), dtype=np.int32)
+            else:
+                yield rng.multinomial(k, p, size=b).astype(np.int32)
+
+
+def count_blocks(counts: np.ndarray | Resamples) -> Iterator[np.ndarray]:
+    """Blocks of resample counts from a :class:`Resamples` or an in-memory ``(B, K)`` array."""
+    if isinstance(counts, Resamples):
+        yield from counts.blocks()
+        return
+    counts = np.asarray(counts)
+    step = max(1, BLOCK_ELEMENTS // max(counts.shape[1] if counts.ndim == 2 else 1, 1))
+    for lo in range(0, len(counts), step):
+        yield counts[lo : lo + step]
+
+
 def _levels(scores: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     """A group index per row: tied scores share a group, ordered as the metric sweeps them.
 
@@ -97,26 +147,37 @@ def _levels(scores: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     return group[level]
 
 
-def _level_weights(
-    scores: np.ndarray,
-    y: np.ndarray,
-    clusters: np.ndarray,
-    counts: np.ndarray,
-    metric: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positive and negative weight per tie level for each resample: two ``(B, L)`` arrays.
+@dataclass(frozen=True)
+class _Prepared:
+    """One metric's tie levels, sorted once: cluster-by-level positive/negative row counts."""
 
-    A sparse ``(K, L)`` matrix counts the positive (negative) rows of each cluster at each
-    level, so ``counts @ A`` gives the weights without ever building a ``(B, N)`` array.
-    """
+    metric: str
+    a_pos: csr_matrix  # (L, K): positives of cluster k at level l
+    a_neg: csr_matrix
+
+
+def _prepare(
+    metric: str, scores: np.ndarray, y: np.ndarray, clusters: np.ndarray, k: int
+) -> _Prepared:
     y = np.asarray(y, dtype=np.float64)
     level = _levels(np.asarray(scores, dtype=np.float64), y, metric)
     n_levels = int(level.max()) + 1 if len(level) else 0
-    k = counts.shape[1]
-    a_pos = csr_matrix((y, (clusters, level)), shape=(k, n_levels))
-    a_neg = csr_matrix((1.0 - y, (clusters, level)), shape=(k, n_levels))
-    c = counts.astype(np.float64)
-    return np.asarray((a_pos.T @ c.T).T), np.asarray((a_neg.T @ c.T).T)
+    c = np.asarray(clusters, dtype=np.int64)
+    a_pos = csr_matrix((y, (level, c)), shape=(n_levels, k))
+    a_neg = csr_matrix((1.0 - y, (level, c)), shape=(n_levels, k))
+    return _Prepared(metric, a_pos, a_neg)
+
+
+def _block_values(task: _Prepared, counts: np.ndarray) -> np.ndarray:
+    """The metric for each resample of one block, in sub-blocks of ``CHUNK_ELEMENTS`` cells."""
+    fn = _METRICS[task.metric]
+    n_levels = task.a_pos.shape[0]
+    step = max(1, CHUNK_ELEMENTS // max(n_levels, 1))
+    out = []
+    for lo in range(0, len(counts), step):
+        c = counts[lo : lo + step].astype(np.float64).T  # (K, b)
+        out.append(fn(np.asarray(task.a_pos @ c).T, np.asarray(task.a_neg @ c).T))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _auroc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -157,12 +218,31 @@ def weighted_average_precision(scores: np.ndarray, y: np.ndarray, w: np.ndarray)
     return bootstrap_metric("auprc", scores, y, np.arange(w.shape[1]), w)
 
 
+def bootstrap_metrics(
+    tasks: Mapping[Hashable, tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    counts: np.ndarray | Resamples,
+) -> dict[Hashable, np.ndarray]:
+    """Several metrics over the same resamples in one pass: ``{key: (n_boot,) values}``.
+
+    Each task is ``(metric, scores, y, clusters)`` as for :func:`bootstrap_metric`. Scores are
+    ranked once per task; each block of resamples is drawn once and serves every task, so the
+    cost is linear in the rows and memory is one block plus the tasks' sparse level tables.
+    """
+    k = counts.n_clusters if isinstance(counts, Resamples) else np.asarray(counts).shape[-1]
+    prepared = {key: _prepare(m, s, y, c, k) for key, (m, s, y, c) in tasks.items()}
+    parts: dict[Hashable, list[np.ndarray]] = {key: [] for key in prepared}
+    for block in count_blocks(counts):
+        for key, task in prepared.items():
+            parts[key].append(_block_values(task, block))
+    return {key: np.concatenate(v) if v else np.zeros(0) for key, v in parts.items()}
+
+
 def bootstrap_metric(
     metric: str,
     scores: np.ndarray,
     y: np.ndarray,
     clusters: np.ndarray,
-    counts: np.ndarray,
+    counts: np.ndarray | Resamples,
 ) -> np.ndarray:
     """One value of ``metric`` per resample: ``(n_boot,)``, NaN where a resample lacks a class.
 
@@ -171,19 +251,14 @@ def bootstrap_metric(
         scores: ``(N,)`` model scores of the annotated rows.
         y: ``(N,)`` 0/1 labels.
         clusters: ``(N,)`` cluster index of each row, into the columns of ``counts``.
-        counts: ``(n_boot, K)`` weights per cluster, from :func:`resample_counts`.
+        counts: ``(n_boot, K)`` weights per cluster (:func:`resample_counts`) or a
+            :class:`Resamples` that draws them block by block.
     """
-    fn = _METRICS[metric]
+    if metric not in _METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(_METRICS)}")
     if len(counts) == 0:
         return np.zeros(0)
-    n_pos, n_neg = int(np.sum(y == 1)), int(np.sum(y == 0))
-    n_levels = 2 * (n_pos if metric == "auprc" else min(n_pos, n_neg)) + 2
-    block = max(1, CHUNK_ELEMENTS // max(n_levels, 1))
-    out = []
-    for i in range(0, len(counts), block):
-        pos, neg = _level_weights(scores, y, clusters, counts[i : i + block], metric)
-        out.append(fn(pos, neg))
-    return np.concatenate(out)
+    return bootstrap_metrics({0: (metric, scores, y, clusters)}, counts)[0]
 
 
 def percentile_ci(values: np.ndarray, level: float = 0.95) -> list[float] | None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrad.evaluate.bootstrap import cluster_ids, resample_counts
+from cxrad.evaluate.bootstrap import Resamples, cluster_ids
 from cxrad.evaluate.calibration import calibration_table
 from cxrad.evaluate.metrics import MIN_COUNT, classification_metrics, point_auroc
 from cxrad.evaluate.shortcut import audit_verdict, source_probe, within_source_auroc
@@ -98,7 +98,7 @@ def evaluate_predictions(
     cls = classification_metrics(
         y, p, classes, clusters, thresholds, n_boot, seed, min_count, progress=progress
     )
-    counts = resample_counts(n_clusters, n_boot, seed + 1)
+    counts = Resamples(n_clusters, n_boot, seed + 1)
     top1 = top1_view(y, p, classes, y_train, clusters, counts)
     sources = df["source"].astype("string").fillna("<unknown>").to_numpy(dtype=object)
     within = within_source_auroc(y, p, classes, sources, min_count)

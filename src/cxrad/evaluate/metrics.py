@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxrad.evaluate.bootstrap import bootstrap_metric, percentile_ci, resample_counts
+from cxrad.evaluate.bootstrap import Resamples, bootstrap_metrics, percentile_ci
 from cxrad.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -51,13 +51,6 @@ def sens_spec(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[float | N
     sens = float(np.mean(called[yt])) if yt.any() else None
     spec = float(np.mean(~called[~yt])) if (~yt).any() else None
     return sens, spec
-
-
-def _ci_pair(
-    metric: str, scores: np.ndarray, y: np.ndarray, clusters: np.ndarray, counts: np.ndarray
-) -> tuple[list[float] | None, np.ndarray]:
-    vals = bootstrap_metric(metric, scores, y, clusters, counts)
-    return percentile_ci(vals), vals
 
 
 def classification_metrics(
@@ -102,7 +95,8 @@ def classification_metrics(
         )
     clusters = np.asarray(clusters, dtype=np.int64)
     n_clusters = int(clusters.max()) + 1 if len(clusters) else 0
-    counts = resample_counts(n_clusters, n_boot, seed)
+    counts = Resamples(n_clusters, n_boot, seed)
+    tasks: dict[tuple[str, str], tuple[str, np.ndarray, np.ndarray, np.ndarray]] = {}
     thresholds = dict(thresholds or {})
     per_class: list[dict[str, Any]] = []
     boot_auc: dict[str, np.ndarray] = {}
@@ -135,15 +129,27 @@ def classification_metrics(
             ya, pa, ca = yj[m], pj[m], clusters[m]
             row["auroc"] = float(roc_auc_score(ya, pa))
             row["auprc"] = float(average_precision_score(ya, pa))
-            if n_boot:
-                row["auroc_ci"], boot_auc[name] = _ci_pair("auroc", pa, ya, ca, counts)
-                row["auprc_ci"], boot_ap[name] = _ci_pair("auprc", pa, ya, ca, counts)
+            tasks[(name, "auroc")] = ("auroc", pa, ya, ca)
+            tasks[(name, "auprc")] = ("auprc", pa, ya, ca)
         per_class.append(row)
         if progress is not None:
             progress(j + 1, len(classes) + 1)
     ok = [r for r in per_class if r["status"] == "ok"]
+    micro, micro_rows = _micro(y, p, classes, clusters, [r["class"] for r in ok])
+    if micro_rows is not None:
+        tasks[("<micro>", "auroc")] = ("auroc", *micro_rows)
+        tasks[("<micro>", "auprc")] = ("auprc", *micro_rows)
+    boot = bootstrap_metrics(tasks, counts) if n_boot and tasks else {}
+    for row in ok:
+        if boot:
+            boot_auc[row["class"]] = boot[(row["class"], "auroc")]
+            boot_ap[row["class"]] = boot[(row["class"], "auprc")]
+            row["auroc_ci"] = percentile_ci(boot_auc[row["class"]])
+            row["auprc_ci"] = percentile_ci(boot_ap[row["class"]])
+    if boot and micro_rows is not None:
+        micro["auroc_ci"] = percentile_ci(boot[("<micro>", "auroc")])
+        micro["auprc_ci"] = percentile_ci(boot[("<micro>", "auprc")])
     macro = _macro(ok, boot_auc, boot_ap, n_boot)
-    micro = _micro(y, p, classes, clusters, counts, [r["class"] for r in ok])
     if progress is not None:
         progress(len(classes) + 1, len(classes) + 1)
     return {
@@ -183,15 +189,17 @@ def _micro(
     p: np.ndarray,
     classes: Sequence[str],
     clusters: np.ndarray,
-    counts: np.ndarray,
     names: list[str],
-) -> dict[str, Any]:
-    """Pool every annotated (image, class) pair of the eligible classes into one problem."""
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Pool every annotated (image, class) pair of the eligible classes into one problem.
+
+    Returns the point estimates and the pooled ``(scores, y, clusters)`` for the bootstrap.
+    """
     out: dict[str, Any] = {"classes": names, "auroc": None, "auroc_ci": None, "auprc": None}
     out["auprc_ci"] = None
     out["n_pairs"] = 0
     if not names:
-        return out
+        return out, None
     idx = [list(classes).index(c) for c in names]
     ys, ps = y[:, idx], p[:, idx]
     m = ~np.isnan(ys)
@@ -200,10 +208,7 @@ def _micro(
     out["n_pairs"] = len(ya)
     out["auroc"] = float(roc_auc_score(ya, pa))
     out["auprc"] = float(average_precision_score(ya, pa))
-    if len(counts):
-        out["auroc_ci"] = percentile_ci(bootstrap_metric("auroc", pa, ya, ca, counts))
-        out["auprc_ci"] = percentile_ci(bootstrap_metric("auprc", pa, ya, ca, counts))
-    return out
+    return out, (pa, ya, ca)
 
 
 def format_ci(value: float | None, ci: Sequence[float] | None, status: str = "ok") -> str:

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.sparse import coo_matrix
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
-from cxrad.evaluate.bootstrap import percentile_ci
+from cxrad.evaluate.bootstrap import Resamples, count_blocks, percentile_ci
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def top1_view(
     classes: Sequence[str],
     y_train: np.ndarray | None = None,
     clusters: np.ndarray | None = None,
-    counts: np.ndarray | None = None,
+    counts: np.ndarray | Resamples | None = None,
 ) -> dict[str, Any]:
     """Top-1 accuracy, balanced accuracy, confusion matrix and the two baselines.
 
@@ -57,7 +58,7 @@ def top1_view(
         y_train: labels of the TRAIN split of the same work folder, for the baselines' class
             frequencies. None (or no single-label train rows) falls back to the evaluated set.
         clusters: ``(N,)`` cluster per row, for bootstrap CIs (optional).
-        counts: ``(B, K)`` bootstrap cluster counts (optional, same resamples as the AUROCs).
+        counts: ``(B, K)`` bootstrap cluster counts or a :class:`Resamples` (optional).
 
     Returns:
         A JSON-able dict; ``n == 0`` when no image is single-label.
@@ -111,14 +112,27 @@ def _balanced(t: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _bootstrap(
-    t: np.ndarray, pred: np.ndarray, clusters: np.ndarray, counts: np.ndarray, c: int
+    t: np.ndarray,
+    pred: np.ndarray,
+    clusters: np.ndarray,
+    counts: np.ndarray | Resamples,
+    c: int,
 ) -> tuple[list[float] | None, list[float] | None]:
-    """Cluster-bootstrap CIs of accuracy and balanced accuracy, by weighted sums per class."""
-    w = counts[:, clusters].astype(np.float64)  # (B, n)
-    onehot = np.eye(c)[t]  # (n, C)
-    correct = (pred == t).astype(np.float64)
-    per_class_n = w @ onehot
-    per_class_hit = (w * correct) @ onehot
+    """Cluster-bootstrap CIs of accuracy and balanced accuracy, by weighted sums per class.
+
+    Rows are summed per (cluster, class) once; each block of resamples then costs
+    ``O(b × clusters × classes)``, never a ``(B, n)`` array.
+    """
+    k = counts.n_clusters if isinstance(counts, Resamples) else np.asarray(counts).shape[1]
+    hit = (pred == t).astype(np.float64)
+    n_kc = coo_matrix((np.ones(len(t)), (clusters, t)), shape=(k, c)).tocsr()
+    hit_kc = coo_matrix((hit, (clusters, t)), shape=(k, c)).tocsr()
+    parts_n, parts_hit = [], []
+    for block in count_blocks(counts):
+        w = block.astype(np.float64)
+        parts_n.append(np.asarray((n_kc.T @ w.T).T))
+        parts_hit.append(np.asarray((hit_kc.T @ w.T).T))
+    per_class_n, per_class_hit = np.concatenate(parts_n), np.concatenate(parts_hit)
     acc = per_class_hit.sum(1) / np.maximum(per_class_n.sum(1), 1e-12)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(per_class_n > 0, per_class_hit / per_class_n, np.nan)

@@ -31,7 +31,10 @@ CHUNK = 64
 _DRAFT = 256
 """JPEGs are decoded at a reduced scale of at least this side: phash works on 32x32 anyway."""
 
-HashResult = tuple[str | None, str | None, str]  # (sha1, phash, status)
+FINE_HASH_SIZE = 16
+"""``phash256``: a 16x16 DCT phash, fine enough to tell re-encoded copies from look-alikes."""
+
+HashResult = tuple[str | None, str | None, str, str | None]  # (sha1, phash, status, phash256)
 
 _STATUS = {
     "empty": "empty file",
@@ -65,22 +68,23 @@ def status_for(error: ImageReadError, path: str) -> str:
 
 
 def hash_file(path: str) -> HashResult:
-    """``(sha1, phash, status)`` for one file; status is ``ok`` or ``unreadable: <reason>``."""
+    """``(sha1, phash, status, phash256)`` for one file; status is ``ok`` or ``unreadable: ...``."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as e:
-        return None, None, f"unreadable: {e.strerror or type(e).__name__}"
+        return None, None, f"unreadable: {e.strerror or type(e).__name__}", None
     sha1 = sha1_bytes(data)
     if not data:
-        return sha1, None, "unreadable: empty file"
+        return sha1, None, "unreadable: empty file", None
     try:
         img = load_grey(path, data)
-        return sha1, str(imagehash.phash(img)), STATUS_OK
+        fine = str(imagehash.phash(img, hash_size=FINE_HASH_SIZE))
+        return sha1, str(imagehash.phash(img)), STATUS_OK, fine
     except ImageReadError as e:
-        return sha1, None, status_for(e, path)
+        return sha1, None, status_for(e, path), None
     except Exception as e:  # imagehash on a degenerate image: still one row with a reason
-        return sha1, None, f"unreadable: {type(e).__name__}: {str(e)[:100]}"
+        return sha1, None, f"unreadable: {type(e).__name__}: {str(e)[:100]}", None
 
 
 def _hash_chunk(paths: Sequence[str]) -> list[HashResult]:
@@ -90,7 +94,7 @@ def _hash_chunk(paths: Sequence[str]) -> list[HashResult]:
 def add_hashes(
     df: pd.DataFrame, workers: int | None = None, progress: Progress | None = None
 ) -> pd.DataFrame:
-    """Fill ``sha1`` and ``phash`` for ``ok`` rows; undecodable files get an ``unreadable`` status.
+    """Fill ``sha1``, ``phash`` and ``phash256`` for ``ok`` rows; undecodable files get an ``unreadable`` status.
 
     Example:
         >>> df = add_hashes(make_rows([...]), workers=2)
@@ -110,11 +114,13 @@ def add_hashes(
     workers = max(1, workers or os.cpu_count() or 1)
     results = map_chunks(_hash_chunk, paths, CHUNK, workers, progress)
     if total:
-        sha1, phash, status = (list(col) for col in zip(*results, strict=True))
+        sha1, phash, status, fine = (list(col) for col in zip(*results, strict=True))
         cols = [out.columns.get_loc(c) for c in ("sha1", "phash", "status")]
         out.iloc[idx, cols[0]] = pd.array(sha1, dtype="string")
         out.iloc[idx, cols[1]] = pd.array(phash, dtype="string")
         out.iloc[idx, cols[2]] = pd.array(status, dtype="string")
-    bad = total - sum(s == STATUS_OK for _, _, s in results)
+        out["phash256"] = pd.Series(pd.NA, index=out.index, dtype="string")
+        out.iloc[idx, out.columns.get_loc("phash256")] = pd.array(fine, dtype="string")
+    bad = total - sum(r[2] == STATUS_OK for r in results)
     logger.info("hashed %d images with %d worker(s); %d unreadable", total, workers, bad)
     return out

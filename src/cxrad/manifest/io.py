@@ -9,7 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from cxrad.errors import ManifestError
-from cxrad.manifest.schema import BASE_COLUMNS, OPTIONAL_COLUMNS, SPLIT_COLUMNS, validate
+from cxrad.manifest.schema import (
+    BASE_COLUMNS,
+    HASH_COLUMNS,
+    OPTIONAL_COLUMNS,
+    SPLIT_COLUMNS,
+    validate,
+)
 
 MANIFEST_NAME = "manifest.parquet"
 
@@ -44,7 +50,8 @@ def read_manifest(work: str | Path) -> pd.DataFrame:
     for col, default in OPTIONAL_COLUMNS.items():
         if col not in df.columns:
             df[col] = default
-    dtypes = {c: t for c, t in {**BASE_COLUMNS, **SPLIT_COLUMNS}.items() if c in df.columns}
+    dtypes = {c: t for c, t in {**BASE_COLUMNS, **HASH_COLUMNS, **SPLIT_COLUMNS}.items()
+              if c in df.columns}  # fmt: skip
     return validate(df.astype(dtypes))
 
 

@@ -38,6 +38,11 @@ BASE_COLUMNS: dict[str, str] = {
     "status": "string",  # "ok", or the reason this row cannot be used
 }
 
+# Optional columns added by hashing (absent in manifests from older versions).
+HASH_COLUMNS: dict[str, str] = {
+    "phash256": "string",  # 256-bit perceptual hash, hex: confirms near duplicates in split
+}
+
 # Columns added by the split stage.
 SPLIT_COLUMNS: dict[str, str] = {
     "dup_group": "Int64",  # rows with the same group are the same picture (exact or near)

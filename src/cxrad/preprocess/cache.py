@@ -2,8 +2,9 @@
 
 Each unique image (by content sha1) is decoded and resized once with :func:`prepare`. Work is
 cut into fixed-size chunks of the sorted, not-yet-cached sha1s; each worker process writes one
-shard per chunk; at the end every shard (and the previous pack, when the manifest grew) is
-packed into one memmap. Only one chunk of pixels per worker is ever in memory.
+shard per chunk; at the end the new images are appended to the cache's fixed-size pack files
+(a grown manifest writes only its new images) and each shard is deleted once copied. Only one
+chunk of pixels per worker is ever in memory, and only a few files are open at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 from cxrad.errors import CacheError, ImageReadError
 from cxrad.image import MAX_PIXELS, file_sha1, read_image, sha1_bytes
 from cxrad.manifest import STATUS_OK, read_manifest
-from cxrad.preprocess import store
+from cxrad.preprocess import lock, packfiles, store
 from cxrad.preprocess.transform import PreprocessConfig, apply_crop, resize
 from cxrad.progress import Progress
 
@@ -47,7 +48,8 @@ class PreprocessSummary:
         n_already: images that were cached before this run.
         n_failed: ``ok`` manifest rows that could not be cached (see ``failures.parquet``).
         failed_by_reason: ``n_failed`` split by reason ("truncated image", "not an image" ...).
-        bytes: size of ``images.u8``.
+        bytes: size of the pack files (``data/*.u8``).
+        bytes_written: pixel bytes this run appended to them (a grown manifest: only the new).
         seconds: wall time.
         repacked: whether the pack was (re)written.
     """
@@ -61,6 +63,7 @@ class PreprocessSummary:
     n_failed: int = 0
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
+    bytes_written: int = 0
     seconds: float = 0.0
     repacked: bool = False
 
@@ -139,6 +142,7 @@ def preprocess_work(
     progress: Progress | None = None,
     chunk_size: int = CHUNK_SIZE,
     max_pixels: int = MAX_PIXELS,
+    file_bytes: int = packfiles.FILE_BYTES,
 ) -> PreprocessSummary:
     """Cache every ``ok`` row of ``WORK/manifest.parquet`` into ``WORK/cache/<config.key>/``.
 
@@ -153,6 +157,7 @@ def preprocess_work(
         progress: ``progress(done, total)`` per finished chunk.
         chunk_size: images per shard.
         max_pixels: decompression-bomb guard per image.
+        file_bytes: target size of one pack file for a new cache (an existing one keeps its own).
 
     Raises:
         ManifestError: no manifest. CacheError: another run holds the cache.
@@ -170,7 +175,7 @@ def preprocess_work(
     df = read_manifest(work)
     rows = df.loc[df["status"] == STATUS_OK, ["image_id", "path", "sha1"]].copy()
     summary = PreprocessSummary(cache_dir=directory, key=config.key, n_rows=len(rows))
-    with store.locked(directory):
+    with lock.locked(directory):
         store.recover(directory)
         _fill_sha1(rows, workers)
         wanted = rows.dropna(subset=["sha1"]).sort_values(["sha1", "image_id"])
@@ -178,29 +183,37 @@ def preprocess_work(
         first_path = dict(zip(unique["sha1"].tolist(), unique["path"].tolist(), strict=True))
 
         meta = store.read_meta(directory)
-        pack = None
+        old_sha1s: list[str] = []
+        known_failed: dict[str, str] = {}
         if meta is not None:
             try:
                 pack = store.open_cache(work, config)
+                old_sha1s = pack.index["sha1"].astype(str).tolist()
+                known_failed.update(
+                    pack.failures.dropna(subset=["sha1"]).set_index("sha1")["reason"]
+                )
             except CacheError as e:  # damaged by hand: rebuild rather than refuse
                 logger.warning("ignoring the damaged cache pack (%s); rebuilding", e)
                 meta = None
-        known_failed: dict[str, str] = {}
-        sources: dict[str, tuple[np.ndarray, int]] = {}
-        if pack is not None:
-            for sha, row in zip(pack.index["sha1"], pack.index["row"], strict=True):
-                sources[sha] = (pack.images, int(row))
-            known_failed.update(pack.failures.dropna(subset=["sha1"]).set_index("sha1")["reason"])
+        per_file = (
+            int(meta["rows_per_file"])
+            if meta and meta.get("rows_per_file")
+            else (packfiles.rows_per_file(config.size, file_bytes))
+        )
+        packed = set(old_sha1s)
+        sources: dict[str, tuple[store.Shard, int]] = {}
         shards = store.read_shards(directory, config.size)
         for sh in shards:
             for i, sha in enumerate(sh.ok):
-                sources.setdefault(sha, (sh.images, i))
+                sources.setdefault(sha, (sh, i))
             known_failed.update(sh.failed)
         # A vanished file may come back: retry those instead of remembering them forever.
         known_failed = {k: v for k, v in known_failed.items() if not v.startswith("missing file")}
 
-        todo = [s for s in first_path if s not in sources and s not in known_failed]
-        summary.n_already = sum(1 for s in first_path if s in sources)
+        todo = [
+            s for s in first_path if s not in packed and s not in sources and s not in known_failed
+        ]
+        summary.n_already = sum(1 for s in first_path if s in packed or s in sources)
         chunks = [
             [(s, str(first_path[s])) for s in todo[i : i + chunk_size]]
             for i in range(0, len(todo), chunk_size)
@@ -218,36 +231,32 @@ def preprocess_work(
                 if sh.name in new_names:
                     shards.append(sh)
                     for i, sha in enumerate(sh.ok):
-                        sources.setdefault(sha, (sh.images, i))
+                        sources.setdefault(sha, (sh, i))
                         summary.n_new += 1
                     known_failed.update(sh.failed)
 
-        ok_sha1s = sorted(s for s in first_path if s in sources)
-        failures = _failures_table(
-            rows, {k: v for k, v in known_failed.items() if k not in sources}
-        )
-        summary.n_images = len(ok_sha1s)
+        new_sha1s = sorted(s for s in first_path if s not in packed and s in sources)
+        cached = packed | set(new_sha1s)
+        failures = _failures_table(rows, {k: v for k, v in known_failed.items() if k not in cached})
+        summary.n_images = sum(1 for s in first_path if s in cached)
         summary.n_failed = len(failures)
         summary.failed_by_reason = dict(
             sorted(Counter(r.split(":")[0] for r in failures["reason"]).items())
         )
-        new_id = store.pack_id(ok_sha1s, failures, config)
+        used = {sources[s][0].name for s in new_sha1s}
+        leftover = [sh for sh in shards if sh.name not in used]
+        new_id = store.pack_id([*old_sha1s, *new_sha1s], failures, config)
         if meta is None or meta.get("pack_id") != new_id:
-            store.write_pack(
-                directory,
-                config,
-                ok_sha1s,
-                sources,
-                failures,
-                consumed_shards=sorted({sh.name for sh in shards}),
+            summary.bytes_written = store.commit(
+                directory, config, old_sha1s, new_sha1s, sources, failures, per_file, leftover
             )
             summary.repacked = True
         else:
             store.apply_journal(
-                directory, {"replace": [], "delete_shards": sorted({sh.name for sh in shards})}
+                directory, {"replace": [], "delete_shards": sorted(sh.name for sh in leftover)}
             )
-    images = directory / store.IMAGES
-    summary.bytes = images.stat().st_size if images.is_file() else 0
+    data = directory / packfiles.DATA
+    summary.bytes = sum(p.stat().st_size for p in data.glob("*.u8")) if data.is_dir() else 0
     summary.seconds = time.perf_counter() - t0
     logger.debug(
         "cache %s: %d images (%d new), %d failed",
@@ -308,6 +317,7 @@ def _run_chunks(
             names.add(name)
             done += len(items)
             store._checkpoint("shard")
+            lock.refresh(directory)
             if progress:
                 progress(done, total)
         return names
@@ -329,6 +339,7 @@ def _run_chunks(
                 names.add(fut.result()[0])
                 done += n
                 store._checkpoint("shard")
+                lock.refresh(directory)
                 if progress:
                     progress(done, total)
     return names

@@ -1,30 +1,31 @@
-"""Stage 4, preprocess: the on-disk cache layout, crash-safe shards and packing, and ``open_cache``.
+"""Stage 4, preprocess: the on-disk cache layout, crash-safe shards and commits, and ``open_cache``.
 
 ``WORK/cache/<config.key>/`` holds, once complete:
 
-- ``images.u8``: raw ``uint8`` bytes, N x S x S, rows in sorted-sha1 order (``np.memmap``-able);
-- ``index.parquet``: ``sha1 -> row``;
+- ``data/00000.u8 ...``: fixed-size pack files of raw ``uint8`` rows (``S x S`` each), see
+  :mod:`cxrad.preprocess.packfiles`; a grown manifest appends, so old files never change;
+- ``index.parquet``: ``sha1 -> row``; rows of one run's new images are in sorted-sha1 order;
 - ``failures.parquet``: ``image_id, path, sha1, reason`` for every ``ok`` manifest row that
   could not be cached;
-- ``meta.json``: config, shape, counts and a ``pack_id`` fingerprint of the contents.
+- ``meta.json``: config, shape, ``rows_per_file``, counts and a ``pack_id`` fingerprint.
 
 Work in progress lives in ``shards/``: each shard is ``<name>.u8`` + ``<name>.json``, each written
 to a ``.tmp`` name and ``os.replace``d, the JSON last, so a shard exists whole or not at all.
-Packing writes every final file to ``.tmp`` first, then a journal naming the renames; the
-renames are replayed on the next start if a ``kill -9`` lands between them. Nothing in the pack
-depends on timing, chunking or worker count, so an interrupted run that resumes produces the
-same bytes as one that never stopped.
+A commit appends the new rows to the pack files (each shard is deleted once copied, so the
+disk never holds the new images twice), writes the small files to ``.tmp``, then a journal
+naming the renames; the renames are replayed on the next start if a ``kill -9`` lands between
+them, and rows appended after the last commit are cut off. Nothing in the pack depends on
+timing, chunking or worker count, so an interrupted run that resumes produces the same bytes
+as one that never stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,17 +33,17 @@ import numpy as np
 import pandas as pd
 
 from cxrad.errors import CacheError
+from cxrad.preprocess import packfiles
+from cxrad.preprocess.packfiles import PackedImages
 from cxrad.preprocess.transform import PREPROCESS_VERSION, PreprocessConfig
 
 logger = logging.getLogger(__name__)
 
-IMAGES = "images.u8"
 INDEX = "index.parquet"
 FAILURES = "failures.parquet"
 META = "meta.json"
 JOURNAL = "pack.journal.json"
 SHARDS = "shards"
-LOCK = ".lock"
 FAILURE_COLUMNS = {"image_id": "string", "path": "string", "sha1": "string", "reason": "string"}
 
 
@@ -68,29 +69,17 @@ def canonical_json(obj: object) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=1) + "\n").encode()
 
 
-@contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """One preprocess run per cache folder; the OS drops the lock if the process dies."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            raise CacheError(
-                f"another `cxrad preprocess` is writing {directory}; wait for it to finish"
-            ) from e
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def recover(directory: Path) -> None:
-    """Finish an interrupted pack commit, then delete half-written ``.tmp`` files."""
+    """Finish an interrupted commit, cut rows appended after the last commit, delete ``.tmp``."""
     journal = directory / JOURNAL
     if journal.is_file():
         logger.info("finishing an interrupted cache commit in %s", directory)
         apply_journal(directory, json.loads(journal.read_text()))
+    meta = read_meta(directory)
+    if meta is None:
+        packfiles.truncate_to(directory, 0, 1, 1)
+    else:
+        packfiles.truncate_to(directory, int(meta["n"]), int(meta["size"]), _per_file(meta))
     for d in (directory, directory / SHARDS):
         if d.is_dir():
             for tmp in d.glob("*.tmp"):
@@ -130,12 +119,22 @@ def write_shard(
 
 @dataclass
 class Shard:
-    """A complete shard on disk: ``ok[i]`` is row ``i`` of ``images``."""
+    """A complete shard on disk: ``ok[i]`` is row ``i`` of its pixel file (read on demand)."""
 
     name: str
     ok: list[str]
     failed: dict[str, str]
-    images: np.ndarray
+    path: Path
+    size: int
+
+    def image(self, i: int) -> np.ndarray:
+        """Row ``i``, read with one short-lived open file."""
+        n = self.size * self.size
+        return np.fromfile(self.path, np.uint8, count=n, offset=i * n).reshape(self.size, -1)
+
+    def delete(self) -> None:
+        for suffix in (".json", ".u8"):
+            self.path.with_suffix(suffix).unlink(missing_ok=True)
 
 
 def read_shards(directory: Path, size: int) -> list[Shard]:
@@ -151,12 +150,7 @@ def read_shards(directory: Path, size: int) -> list[Shard]:
         if not data.is_file() or data.stat().st_size != n * size * size:
             logger.warning("ignoring incomplete shard %s", js.stem)
             continue
-        images = (
-            np.memmap(data, np.uint8, "r", shape=(n, size, size))
-            if n
-            else np.zeros((0, size, size), np.uint8)
-        )
-        out.append(Shard(js.stem, rec["ok"], rec["failed"], images))
+        out.append(Shard(js.stem, rec["ok"], rec["failed"], data, size))
     return out
 
 
@@ -165,17 +159,17 @@ def read_shards(directory: Path, size: int) -> list[Shard]:
 
 @dataclass
 class Cache:
-    """An opened cache: a read-only memmap of every image plus its sha1 index.
+    """An opened cache: every image (read-only, bounded open files) plus its sha1 index.
 
     Attributes:
-        images: ``np.memmap`` of shape ``(N, S, S)``, ``uint8``, read-only.
+        images: :class:`PackedImages`, an ``(N, S, S)`` ``uint8`` array-like over the pack files.
         index: DataFrame with columns ``sha1`` and ``row``.
         failures: DataFrame ``image_id, path, sha1, reason``.
         config: the :class:`PreprocessConfig` the images were made with.
         path: the cache folder.
     """
 
-    images: np.ndarray
+    images: PackedImages
     index: pd.DataFrame
     failures: pd.DataFrame
     config: PreprocessConfig
@@ -236,15 +230,11 @@ def open_cache(work: str | Path, config: PreprocessConfig | None = None) -> Cach
     if meta is None:
         raise CacheError(f"no complete preprocessing cache at {directory}; {hint}")
     n, s = int(meta["n"]), int(meta["size"])
-    images_path = directory / IMAGES
-    expected = n * s * s
-    if not images_path.is_file() or images_path.stat().st_size != expected:
-        raise CacheError(f"{images_path} is missing or not {expected} bytes; {hint}")
-    images = (
-        np.memmap(images_path, np.uint8, "r", shape=(n, s, s))
-        if n
-        else np.zeros((0, s, s), np.uint8)
-    )
+    per_file = _per_file(meta)
+    bad = packfiles.present(directory, n, s, per_file)
+    if bad:
+        raise CacheError(f"{directory}: pack files {bad[:3]} are missing or short; {hint}")
+    images = PackedImages(directory, n, s, per_file)
     index = pd.read_parquet(directory / INDEX)
     failures = pd.read_parquet(directory / FAILURES)
     if len(index) != n:
@@ -261,50 +251,74 @@ def pack_id(ok_sha1s: Sequence[str], failures: pd.DataFrame, config: PreprocessC
     return h.hexdigest()[:16]
 
 
-def write_pack(
+def _per_file(meta: Mapping[str, object]) -> int:
+    return int(meta.get("rows_per_file") or packfiles.rows_per_file(int(meta["size"])))  # type: ignore[arg-type]
+
+
+def commit(
     directory: Path,
     config: PreprocessConfig,
-    ok_sha1s: Sequence[str],
-    sources: Mapping[str, tuple[np.ndarray, int]],
+    old_sha1s: Sequence[str],
+    new_sha1s: Sequence[str],
+    sources: Mapping[str, tuple[Shard, int]],
     failures: pd.DataFrame,
-    consumed_shards: Sequence[str],
-) -> None:
-    """Write the pack to ``.tmp`` files, journal the renames, then commit them.
+    per_file: int,
+    leftover_shards: Sequence[Shard] = (),
+) -> int:
+    """Append ``new_sha1s`` after the committed rows, then commit index, failures and meta.
 
     Args:
-        ok_sha1s: sorted sha1s, one per output row.
-        sources: ``sha1 -> (array, row)`` where each image's pixels currently are (the old pack or
-            a shard); read one image at a time, so memory stays flat.
+        old_sha1s: the committed rows, in row order (their bytes are not touched).
+        new_sha1s: sorted sha1s to append, one row each.
+        sources: ``sha1 -> (shard, row)`` for every new image; read one image at a time, and
+            each shard is deleted as soon as its last image is copied.
         failures: the failures table, already sorted.
-        consumed_shards: shard names to delete once the commit is done.
+        per_file: rows per pack file.
+        leftover_shards: shards whose images are not needed (already cached): deleted.
+
+    Returns:
+        Pixel bytes written to the pack files.
     """
     s = config.size
-    with open(directory / (IMAGES + ".tmp"), "wb") as f:
-        for sha in ok_sha1s:
-            arr, row = sources[sha]
-            f.write(np.ascontiguousarray(arr[row]).tobytes())
+    remaining: dict[str, int] = {}
+    for sha in new_sha1s:
+        sh = sources[sha][0]
+        remaining[sh.name] = remaining.get(sh.name, 0) + 1
+    writer = packfiles.PackWriter(directory, len(old_sha1s), s, per_file)
+    for sha in new_sha1s:
+        sh, row = sources[sha]
+        writer.append(sh.image(row))
+        remaining[sh.name] -= 1
+        if not remaining[sh.name]:
+            sh.delete()  # copied: free its disk now, not after the whole pack
+    writer.close()
+    all_sha1s = [*old_sha1s, *new_sha1s]
     index = pd.DataFrame(
-        {"sha1": pd.array(list(ok_sha1s), dtype="string"), "row": np.arange(len(ok_sha1s))}
+        {"sha1": pd.array(all_sha1s, dtype="string"), "row": np.arange(len(all_sha1s))}
     )
     index.to_parquet(directory / (INDEX + ".tmp"), index=False)
     failures.astype(FAILURE_COLUMNS).to_parquet(directory / (FAILURES + ".tmp"), index=False)
+    n = len(all_sha1s)
     meta = {
         "config": config.to_dict(),
         "key": config.key,
         "version": PREPROCESS_VERSION,
-        "n": len(ok_sha1s),
+        "n": n,
         "size": s,
-        "shape": [len(ok_sha1s), s, s],
+        "shape": [n, s, s],
         "dtype": "uint8",
+        "rows_per_file": per_file,
+        "files": packfiles.file_rows(n, per_file),
         "n_failures": len(failures),
-        "pack_id": pack_id(ok_sha1s, failures, config),
+        "pack_id": pack_id(all_sha1s, failures, config),
     }
     atomic_write_bytes(directory / (META + ".tmp"), canonical_json(meta))
     _checkpoint("pack-written")
     journal = {
-        "replace": [[n + ".tmp", n] for n in (IMAGES, INDEX, FAILURES, META)],
-        "delete_shards": sorted(consumed_shards),
+        "replace": [[name + ".tmp", name] for name in (INDEX, FAILURES, META)],
+        "delete_shards": sorted(sh.name for sh in leftover_shards),
     }
     atomic_write_bytes(directory / JOURNAL, canonical_json(journal))
     _checkpoint("journal")
     apply_journal(directory, journal)
+    return writer.bytes_written

@@ -4,10 +4,11 @@ Measured on ../shared/data (10,898 images, all pairs): the manifest's 64-bit ``p
 tell a re-encoded copy from another patient: distinct X-rays come as close as 2 bits, and 271
 distinct pairs lie at 4. The 256-bit phash (``hash_size=16``) separates them: re-encoded and
 resized copies are 0-12 bits apart, re-crops and contrast edits 14-34, and the closest distinct
-pairs 36-38 (look-alike pediatric films; random pairs: 0.1th percentile 80). So the 64-bit hash
-only proposes candidates (within ``max_distance``, found by multi-index hashing), and each
-candidate is confirmed on a 256-bit phash computed here from the file (``fine_distance``).
-See docs/split.md.
+pairs 36-38 (look-alike pediatric films; random pairs: 0.1th percentile 80). So pairs are
+searched on the 256-bit hash (``phash256``, computed once at ingest; decoded here only for
+manifests from older versions) within ``fine_distance``, with a bounded nearest-neighbour search
+(:mod:`cxrad.split.neighbours`), and also kept within ``max_distance`` on the 64-bit hash, as
+before. See docs/split.md.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import imagehash
 import numpy as np
 import pandas as pd
 
+from cxrad.errors import SplitError
 from cxrad.labels import CLASSES
 from cxrad.manifest import STATUS_OK
-from cxrad.manifest.hashing import load_grey
+from cxrad.manifest.hashing import FINE_HASH_SIZE, load_grey
 from cxrad.parallel import map_chunks
 from cxrad.progress import Progress
 from cxrad.split.graph import components, same_value_edges
-from cxrad.split.hamming import hamming, hex_to_words, near_pairs
+from cxrad.split.hamming import hamming, hex_to_words
+from cxrad.split.neighbours import NearPairs, near_pairs, words_to_codes
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,6 @@ MAX_DISTANCE = 8
 """Candidate radius on the 64-bit manifest phash (true duplicates measured at <= 8)."""
 FINE_DISTANCE = 28
 """Confirmation radius on the 256-bit phash (duplicates <= 34, distinct films >= 36)."""
-FINE_HASH_SIZE = 16
 _CHUNK = 64
 
 
@@ -86,9 +88,91 @@ def fine_hashes(
     return [known.get(k) for k in keys]
 
 
+def fine_column(
+    df: pd.DataFrame,
+    rows: np.ndarray,
+    cache: str | Path | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> list[str | None]:
+    """The 256-bit phash of ``rows``: the manifest's ``phash256`` where present, else decoded.
+
+    Manifests written before ingest stored ``phash256`` have no such column; those rows are
+    decoded once here (and remembered in ``cache`` by sha1), with a warning to re-ingest.
+    """
+    col = df["phash256"] if "phash256" in df else pd.Series(pd.NA, index=df.index, dtype="string")
+    fine = col.iloc[rows].astype(object).where(col.iloc[rows].notna(), None).tolist()
+    miss = [k for k, h in enumerate(fine) if h is None]
+    if miss:
+        logger.warning(
+            "%d images have no phash256 in the manifest (ingested by an older cxrad); "
+            "decoding them for the 256-bit hash. Re-run `cxrad ingest` to skip this.",
+            len(miss),
+        )
+        r = rows[miss]
+        keys = df["sha1"].iloc[r].fillna(df["image_id"].iloc[r]).astype(str).tolist()
+        paths = df["path"].iloc[r].astype(str).tolist()
+        got = fine_hashes(paths, keys, cache=cache, workers=workers, progress=progress)
+        for k, h in zip(miss, got, strict=True):
+            fine[k] = h
+    return fine
+
+
+def near_duplicate_pairs(
+    df: pd.DataFrame,
+    take: np.ndarray,
+    max_distance: int | None,
+    fine_distance: int | None,
+    **fine_kw: object,
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Row pairs among ``take`` that show the same picture, with counts for the summary.
+
+    With ``fine_distance``, candidates come from a bounded search on the 256-bit hash and are
+    kept when the 64-bit ``phash`` is also within ``max_distance`` (None: no 64-bit check).
+    Without it, the search runs on the 64-bit ``phash`` alone.
+    """
+    if fine_distance is None:
+        if max_distance is None:
+            raise SplitError("give max_distance, fine_distance, or both")
+        words = hex_to_words(df["phash"].iloc[take].astype(str).tolist())
+        found = near_pairs(words_to_codes(words), max_distance)
+        ci, cj = take[found.i], take[found.j]
+        stats = {"candidate_pairs": len(ci), "near_pairs": len(ci), "fine_hash_failed": 0}
+        return ci, cj, stats | _search_stats(found)
+    fine = fine_column(df, take, **fine_kw)  # type: ignore[arg-type]
+    have = np.array([h is not None for h in fine], dtype=bool)
+    if (~have).any():
+        logger.warning(
+            "%d images could not be decoded for the 256-bit hash; they join groups by sha1 only",
+            int((~have).sum()),
+        )
+    rows = take[have]
+    found = near_pairs(
+        words_to_codes(hex_to_words([h for h in fine if h is not None])), fine_distance
+    )
+    ci, cj = rows[found.i], rows[found.j]
+    stats = {"candidate_pairs": len(ci), "fine_hash_failed": int((~have).sum())}
+    if max_distance is not None and len(ci):
+        w = hex_to_words(df["phash"].iloc[rows].astype(str).tolist())
+        pos = np.full(len(df), -1, dtype=np.int64)
+        pos[rows] = np.arange(len(rows))
+        near = hamming(w[pos[ci]], w[pos[cj]]) <= max_distance
+        ci, cj = ci[near], cj[near]
+    stats["near_pairs"] = len(ci)
+    return ci, cj, stats | _search_stats(found)
+
+
+def _search_stats(found: NearPairs) -> dict[str, int]:
+    return {
+        "identical_hash_pairs": found.identical_pairs,
+        "distinct_hashes": found.distinct_hashes,
+        "template_hashes": found.template_hashes,
+    }
+
+
 def assign_dup_groups(
     df: pd.DataFrame,
-    max_distance: int = MAX_DISTANCE,
+    max_distance: int | None = MAX_DISTANCE,
     fine_distance: int | None = FINE_DISTANCE,
     cache: str | Path | None = None,
     workers: int | None = None,
@@ -96,8 +180,9 @@ def assign_dup_groups(
 ) -> pd.DataFrame:
     """Add ``dup_group`` (Int64): rows showing the same picture share a group.
 
-    Exact duplicates (same ``sha1``) and near duplicates (``phash`` within ``max_distance``
-    bits, confirmed by a 256-bit phash within ``fine_distance``) are joined by union-find, so
+    Exact duplicates (same ``sha1``) and near duplicates (256-bit ``phash256`` within
+    ``fine_distance`` and 64-bit ``phash`` within ``max_distance``, found by a bounded
+    nearest-neighbour search, see :mod:`cxrad.split.neighbours`) are joined by union-find, so
     grouping is transitive. Only ``ok`` rows take part; every row gets a group (singletons
     their own), numbered by smallest ``image_id`` so ids do not depend on row order.
 
@@ -105,11 +190,11 @@ def assign_dup_groups(
         >>> df = assign_dup_groups(read_manifest("work"), cache="work/cache/fine_phash.parquet")
 
     Args:
-        df: a manifest with ``sha1`` and ``phash``.
-        max_distance: candidate radius in bits on the 64-bit ``phash``.
-        fine_distance: confirmation radius on the 256-bit phash; None trusts ``phash`` alone.
-        cache: Parquet file remembering 256-bit hashes by sha1 between runs.
-        workers: processes decoding images for the 256-bit hash.
+        df: a manifest with ``sha1``, ``phash`` and (from ingest) ``phash256``.
+        max_distance: radius in bits on the 64-bit ``phash``; None skips that check.
+        fine_distance: radius on the 256-bit phash; None searches the 64-bit ``phash`` alone.
+        cache: Parquet file remembering decoded 256-bit hashes by sha1 (old manifests only).
+        workers: processes decoding images for manifests without ``phash256``.
         progress: ``progress(done, total)`` while decoding.
 
     Returns:
@@ -121,33 +206,12 @@ def assign_dup_groups(
     sha = out["sha1"].where(ok)
     ei, ej = same_value_edges(sha)
     take = np.flatnonzero(ok & out["phash"].notna().to_numpy())
-    words = hex_to_words(out["phash"].iloc[take].astype(str).tolist())
-    ci, cj, _ = near_pairs(words, max_distance)
-    ci, cj = take[ci], take[cj]
+    ci, cj, stats = near_duplicate_pairs(
+        out, take, max_distance, fine_distance, cache=cache, workers=workers, progress=progress
+    )
     same = sha.iloc[ci].to_numpy(dtype=object) == sha.iloc[cj].to_numpy(dtype=object)
     ci, cj = ci[~same], cj[~same]
-    stats = {"candidate_pairs": len(ci), "near_pairs": len(ci), "fine_hash_failed": 0}
-    if fine_distance is not None and len(ci):
-        rows = np.unique(np.r_[ci, cj])
-        keys = out["sha1"].iloc[rows].fillna(out["image_id"].iloc[rows]).astype(str).tolist()
-        paths = out["path"].iloc[rows].astype(str).tolist()
-        fine = fine_hashes(paths, keys, cache=cache, workers=workers, progress=progress)
-        have = np.array([h is not None for h in fine])
-        stats["fine_hash_failed"] = int((~have).sum())
-        if (~have).any():
-            logger.warning(
-                "%d candidate images could not be decoded for the 256-bit hash; "
-                "they join groups by exact sha1 only",
-                int((~have).sum()),
-            )
-        pos = np.full(n, -1)
-        pos[rows[have]] = np.arange(int(have.sum()))
-        fw = hex_to_words([h for h in fine if h is not None])
-        both = (pos[ci] >= 0) & (pos[cj] >= 0)
-        ci, cj = ci[both], cj[both]
-        d = hamming(fw[pos[ci]], fw[pos[cj]])
-        ci, cj = ci[d <= fine_distance], cj[d <= fine_distance]
-        stats["near_pairs"] = len(ci)
+    stats["near_pairs"] = len(ci)
     groups = components(n, np.r_[ei, ci], np.r_[ej, cj], out["image_id"])
     out["dup_group"] = pd.array(groups, dtype="Int64")
     sizes = np.bincount(groups)

@@ -18,7 +18,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ from cxrad.train.setup import Hardware, hardware, open_work_cache
 
 logger = logging.getLogger(__name__)
 
+DATA_FORMATS = ("cache", "webdataset")
+
 MONITOR = "val_macro_auroc"
 
 
@@ -82,6 +84,9 @@ def train(
     model_kwargs: dict[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
     operating_point: str = DEFAULT_RULE,
+    data_format: str = "cache",
+    stream_base: str | None = None,
+    strategy: str | None = None,
 ) -> Path:
     """Train ``model`` on ``WORK``'s train split, select on val macro AUROC, write the run ``out``.
 
@@ -112,6 +117,10 @@ def train(
         callbacks: extra Lightning callbacks (not recorded in the config).
         operating_point: how each class's cut-off is chosen on val: ``spec=0.95`` (default),
             ``sens=0.90`` or ``youden`` (see :mod:`cxrad.models.calibrate`).
+        data_format: ``"cache"`` (memmap, random access) or ``"webdataset"`` (tar shards from
+            ``cxrad preprocess --format webdataset``; train streamed, disjoint per DDP rank).
+        stream_base: where the shards are (a folder or URL prefix); default the work folder's.
+        strategy: Lightning strategy (e.g. ``"ddp"``); default DDP for several devices/nodes.
 
     Returns:
         ``out``, now holding ``model.safetensors`` and ``config.json``.
@@ -128,10 +137,12 @@ def train(
     rule = parse_rule(operating_point)  # a bad rule fails now, not after training
     augment = augment if augment is not None else AugmentConfig()
     args["augment"] = augment.to_dict()
+    hw = hardware(accelerator, devices, num_nodes, precision, workers, threads)
     prep = prepare(
         work, model, loss=loss, size=size, mode=mode, seed=seed, batch_size=batch_size,
-        hw=hardware(accelerator, devices, num_nodes, precision, workers, threads),
+        hw=hw if strategy is None else replace(hw, strategy=strategy),
         limit_train=limit_train, model_kwargs=model_kwargs,
+        data_format=data_format, stream_base=stream_base,
     )  # fmt: skip
     pos_weight = pos_weight_from_labels(prep.train_ds.labels) if loss == "bce" else None
     lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed)
@@ -210,12 +221,19 @@ def prepare(
     hw: Hardware,
     limit_train: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    data_format: str = "cache",
+    stream_base: str | None = None,
 ) -> Prepared:
     """Check the options and the work folder, pick the classes, build loaders and the network.
 
     Raises:
         TrainError: bad options, no train/val rows, nothing cached.
     """
+    if data_format not in DATA_FORMATS:
+        raise TrainError(
+            f"unknown data format {data_format!r}; expected one of {DATA_FORMATS}."
+            f"{suggest(data_format, DATA_FORMATS)}"
+        )
     if loss not in LOSSES:
         raise TrainError(f"unknown loss {loss!r}; expected one of {LOSSES}.{suggest(loss, LOSSES)}")
     get_spec(model)  # an unknown name fails now, with "did you mean", not after loading data
@@ -226,12 +244,15 @@ def prepare(
             f"no class has both positive and negative images in the train split of {work}; "
             "ingest datasets that label at least one class both ways"
         )
-    cache = open_work_cache(work, size, mode)
     pl.seed_everything(seed, workers=True, verbose=False)
-    loaders = make_dataloaders(
-        df, cache, classes, batch_size=batch_size, workers=hw.workers, seed=seed,
-        limit_train=limit_train, single_label=loss == "softmax", pin_memory=hw.gpu, uint8=True,
-    )  # fmt: skip
+    if data_format == "webdataset":
+        loaders = _streaming(work, size, mode, stream_base, df, classes, batch_size, seed, hw)
+    else:
+        cache = open_work_cache(work, size, mode)
+        loaders = make_dataloaders(
+            df, cache, classes, batch_size=batch_size, workers=hw.workers, seed=seed,
+            limit_train=limit_train, single_label=loss == "softmax", pin_memory=hw.gpu, uint8=True,
+        )  # fmt: skip
     train_ds, val_ds = loaders.train.dataset, loaders.val.dataset
     _check_loaded(train_ds, val_ds, classes, work, size, mode)
     logger.info(
@@ -430,6 +451,36 @@ def _training_rows(work: str | Path) -> Any:
                 "(it needs ingested images with status 'ok')"
             )
     return df
+
+
+def _streaming(
+    work: Any,
+    size: int,
+    mode: str,
+    base: str | None,
+    df: Any,
+    classes: list[str],
+    batch_size: int,
+    seed: int,
+    hw: Any,
+) -> Any:
+    """Loaders from ``cxrad preprocess --format webdataset`` shards (train streamed per rank)."""
+    from cxrad.data import Loaders
+    from cxrad.data.streaming import streaming_loaders
+    from cxrad.preprocess import PreprocessConfig
+    from cxrad.preprocess.webdataset import read_index, streaming_dir
+
+    folder = streaming_dir(work, PreprocessConfig(size=size, mode=mode))  # type: ignore[arg-type]
+    if not (folder / "index.json").is_file():
+        raise TrainError(
+            f"no WebDataset shards in {folder}; run "
+            f"`cxrad preprocess {work} --size {size} --mode {mode} --format webdataset` first"
+        )
+    labels = df.loc[df["split"] == "train", classes].to_numpy(dtype=np.float32)
+    train, val = streaming_loaders(
+        base or str(folder), read_index(folder), classes, labels, batch_size, seed, hw.workers
+    )
+    return Loaders(train, val)  # fmt: skip
 
 
 def _check_loaded(
