@@ -97,3 +97,15 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path: Path) -> 
     os.utime(d / LOCK, (old, old))  # not refreshed for years: stale
     with locked(d):
         pass
+
+
+def test_an_ownerless_lock_from_the_old_flock_layout_is_taken_over(tmp_path: Path) -> None:
+    d = tmp_path / "cache"
+    d.mkdir()
+    (d / LOCK).write_text("")  # cxrad's flock-era lock file: empty, left behind for good
+    with pytest.raises(CacheError), locked(d):  # just created: maybe a writer mid-create
+        pass
+    old = 1_000_000_000
+    os.utime(d / LOCK, (old, old))
+    with locked(d):
+        assert json.loads((d / LOCK).read_text())["pid"] == os.getpid()

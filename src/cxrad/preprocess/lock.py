@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 LOCK = ".lock"
 STALE_SECONDS = 6 * 3600
 """A lock from another host not refreshed for this long is taken over."""
+EMPTY_GRACE_SECONDS = 60
+"""An empty lock file older than this names no owner that could still be writing it."""
 
 
 def _owner() -> dict[str, object]:
@@ -46,6 +48,8 @@ def _stale(path: Path) -> bool:
         age = time.time() - path.stat().st_mtime
     except (OSError, ValueError):
         return False  # being written or just removed: try again, do not steal
+    if not owner:  # an ownerless file: left by cxrad's older flock lock, or a crash mid-create
+        return age > EMPTY_GRACE_SECONDS
     if owner.get("host") == socket.gethostname():
         return not _alive(int(owner.get("pid", -1)))
     return age > STALE_SECONDS
