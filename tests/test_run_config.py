@@ -24,6 +24,7 @@ from cxrad.models.run import DEFAULT_RUN
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_CONFIGS = sorted((REPO / "benchmarks" / "results").glob("*/*.config.json"))
+OLD_CONFIGS.append(REPO / "tests" / "fixtures" / "configs" / "default-v1.config.json")
 SHIPPED = DEFAULT_RUN / "config.json"
 
 OLDEST = {  # the first layout: no version, input, preprocess, activation or threshold method
@@ -33,7 +34,7 @@ OLDEST = {  # the first layout: no version, input, preprocess, activation or thr
 }
 
 
-@pytest.mark.parametrize("path", [SHIPPED, *OLD_CONFIGS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", OLD_CONFIGS, ids=lambda p: p.name)
 def test_every_written_config_loads_and_round_trips(path: Path) -> None:
     raw = json.loads(path.read_text())
     cfg = RunConfig.from_dict(raw)
@@ -50,6 +51,20 @@ def test_every_written_config_loads_and_round_trips(path: Path) -> None:
     assert d["version"] == CONFIG_VERSION
     assert RunConfig.from_dict(d).to_dict() == d
     assert "members" not in raw or d["members"] == raw["members"]  # extra facts are kept
+    json.dumps(d, allow_nan=False)
+
+
+def test_the_shipped_config_is_current_and_complete() -> None:
+    raw = json.loads(SHIPPED.read_text())
+    cfg = RunConfig.from_dict(raw)
+    assert raw["version"] == CONFIG_VERSION
+    assert set(cfg.operating_points) == set(cfg.classes)
+    assert all(op.method == "spec" for op in cfg.operating_points.values())
+    assert cfg.decision.policy == "triage_gate"
+    assert cfg.preprocess.size == 192  # cxr-fast is fully convolutional; trained at 192 px
+    assert cfg.ood is not None and (DEFAULT_RUN / cfg.ood["file"]).is_file()
+    d = cfg.to_dict()
+    assert RunConfig.from_dict(d).to_dict() == d
     json.dumps(d, allow_nan=False)
 
 
