@@ -33,6 +33,7 @@ def predictor(run: Path) -> Predictor:
 
 
 def app_for(run: Path, predictor: Predictor | None = None, **settings: object):
+    settings.setdefault("gate", False)  # synthetic films: the gate has its own tests
     s = ServeSettings(model=str(run), **settings)  # type: ignore[arg-type]
     return create_app(s, load=(lambda _s: predictor) if predictor else None)
 

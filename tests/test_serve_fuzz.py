@@ -25,7 +25,7 @@ SEEN: Counter[tuple[str, str, int]] = Counter()
 
 def _app():
     run = make_run(_RUN)
-    s = ServeSettings(model=str(run), max_upload_bytes=256 * 1024, timeout_s=20.0)
+    s = ServeSettings(model=str(run), max_upload_bytes=256 * 1024, timeout_s=20.0, gate=False)
     app = create_app(s)
     # The ASGI transport does not run the lifespan; load the model as the lifespan would.
     app.state.service = ModelService(Predictor.from_run(run, batch_size=1), s)

@@ -43,6 +43,9 @@ def serve(
     concurrency: int = typer.Option(
         2, "--concurrency", min=1, help="model calls that run at once per worker"
     ),
+    gate: bool = typer.Option(
+        True, "--gate/--no-gate", help="run the input gate before the model (default: on)"
+    ),
     backend: str = typer.Option(
         "torch",
         "--backend",
@@ -79,6 +82,7 @@ def serve(
         concurrency=concurrency,
         queue=queue,
         backend=backend,
+        gate=gate,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         err_console.print(

@@ -45,7 +45,9 @@ def create_app(
     """
     settings = settings or ServeSettings()
     load = load or (
-        lambda s: Predictor.from_run(s.model, backend=s.backend, batch_size=s.batch_size, gate=True)
+        lambda s: Predictor.from_run(
+            s.model, backend=s.backend, batch_size=s.batch_size, gate=s.gate
+        )
     )
 
     @asynccontextmanager

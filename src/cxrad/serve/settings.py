@@ -29,6 +29,8 @@ class ServeSettings:
         batch_size: images per forward pass (one upload is one image).
         backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime for the forward pass; Grad-CAM
             always uses the torch model).
+        gate: run the input gate before the model (a rejected upload is a 200 record with
+            ``status: "rejected"`` and its reason); ``--no-gate`` turns it off.
     """
 
     model: str = "default"
@@ -45,6 +47,7 @@ class ServeSettings:
     retry_after_s: int = 1
     batch_size: int = 1
     backend: str = "torch"
+    gate: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.queue < 0 or self.workers < 1:
