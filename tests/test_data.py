@@ -163,8 +163,11 @@ def test_augment_presets() -> None:
     assert augment_preset("none").rotate_deg == 0 and set(AUGMENT_PRESETS) == {
         "default",
         "strong",
+        "site",
         "none",
     }
+    site = augment_preset("site")
+    assert site.site and not AugmentConfig().site
     with pytest.raises(TrainError, match="Did you mean 'strong'"):
         augment_preset("strng")
 

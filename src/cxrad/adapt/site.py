@@ -67,7 +67,8 @@ def load_site(
 
 def _from_folder(model: Classifier, config: RunConfig, root: Path) -> SiteFilms:
     names = {c.lower(): c for c in CLASSES}
-    pre = PreprocessConfig(size=config.preprocess.size, mode=config.preprocess.mode)
+    p = config.preprocess
+    pre = PreprocessConfig(size=p.size, mode=p.mode, crop=p.crop, normalise=p.normalise)  # type: ignore[arg-type]
     classes = list(config.classes)
     images, labels, skipped = [], [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):

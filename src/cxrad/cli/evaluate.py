@@ -40,6 +40,12 @@ def evaluate(
     min_count: int = typer.Option(
         5, "--min-count", min=1, help="fewest positives and negatives for a class to be scored"
     ),
+    held_out_split: str = typer.Option(
+        "all",
+        "--held-out-split",
+        help="for a run trained with --hold-out: which of the held-out sources' films the "
+        "site-gap section scores (all, or test/val/train)",
+    ),
     fit_temperature: bool = typer.Option(
         False,
         "--fit-temperature",
@@ -76,6 +82,7 @@ def evaluate(
             fit_temperature=fit_temperature,
             where=where,
             min_count=min_count,
+            held_out_split=held_out_split,
             command=shlex.join(["cxrad", *sys.argv[1:]]),
         )
     d = m["header"]["data"]

@@ -33,6 +33,11 @@ def preprocess(
         help="none|lungs. lungs: cut each film to the shipped lung segmenter's box plus a 5% "
         "margin before resizing (its own cache; train and predict read the crop from the run)",
     ),
+    normalise: str = typer.Option(
+        "none",
+        "--normalise",
+        help="intensity normalisation after the resize: none, clahe or histeq (its own cache)",
+    ),
     workers: int | None = typer.Option(
         None, "--workers", "-j", min=1, help="processes to use [default: all cores]"
     ),
@@ -50,7 +55,7 @@ def preprocess(
     """
     if fmt not in ("cache", "webdataset"):
         raise typer.BadParameter(f"--format must be cache or webdataset, not {fmt!r}")
-    config = PreprocessConfig(size=size, mode=mode, crop=crop)  # type: ignore[arg-type]  # validates
+    config = PreprocessConfig(size=size, mode=mode, crop=crop, normalise=normalise)  # type: ignore[arg-type]  # validates
     with progress_bar(f"preprocess {config.key}", enabled=progress) as bar:
         s = preprocess_work(work, config, workers=workers, progress=bar)
     err_console.print(

@@ -53,7 +53,7 @@ def train(
     augment: str = typer.Option(
         "default",
         "--augment",
-        help="augmentation preset: default, strong (other site/period at test time) or none",
+        help="augmentation preset: default, strong (other site/period at test time), site (default + photometric site-shift changes) or none",
     ),
     seed: int = typer.Option(0, "--seed", help="seeds weights, shuffling and augmentation"),
     limit_train: int | None = typer.Option(
@@ -61,6 +61,22 @@ def train(
         "--limit-train",
         min=1,
         help="train on at most N images (seeded subset), for quick runs",
+    ),
+    hold_out: str = typer.Option(
+        "",
+        "--hold-out",
+        help="SOURCE[,SOURCE]: leave these sources (and films linked to them) out of train and "
+        "val; `cxrad evaluate` then reports the site gap on them",
+    ),
+    normalise: str = typer.Option(
+        "none",
+        "--normalise",
+        help="use the cache built with `cxrad preprocess --normalise` (none, clahe, histeq)",
+    ),
+    sampler: str = typer.Option(
+        "shuffle",
+        "--sampler",
+        help="shuffle: each film once per epoch; balanced: each class x source cell equally often",
     ),
     patience: int = typer.Option(
         8, "--patience", min=0, help="early-stopping patience in epochs (0 = off)"
@@ -122,6 +138,7 @@ def train(
     Example: cxrad train work --model cxr-fast --out runs/fast --epochs 20
     """
     from cxrad.data import augment_preset
+    from cxrad.data.holdout import parse_sources
     from cxrad.models import parse_rule, read_config
     from cxrad.train import parse_devices
     from cxrad.train import train as train_run
@@ -164,6 +181,9 @@ def train(
         data_format=data_format,
         stream_base=stream_base,
         strategy=strategy,
+        hold_out=parse_sources(hold_out),
+        sampler=sampler,
+        normalise=normalise,
     )
     if not (run / "config.json").is_file():  # a non-zero DDP rank: rank 0 reports
         return

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrad.data.dataset import mix_seed
+from cxrad.data.site_augment import site_augment
 from cxrad.errors import TrainError
 from cxrad.options import suggest
 
@@ -52,6 +53,8 @@ class AugmentConfig:
         gamma: gamma drawn log-uniformly in ``[1/(1+gamma), 1+gamma]``.
         noise_std: standard deviation of added Gaussian noise (0 = off).
         hflip: allow horizontal flips (off: anatomy is not symmetric).
+        site: also apply :func:`cxrad.data.site_augment.site_augment` (photometric changes
+            aimed at site shift), after the others.
     """
 
     rotate_deg: float = 8.0
@@ -62,6 +65,7 @@ class AugmentConfig:
     gamma: float = 0.20
     noise_std: float = 0.0
     hflip: bool = False
+    site: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +85,7 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(
         rotate_deg=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0, gamma=0.0
     ),
+    "site": AugmentConfig(site=True),
 }
 """Named augmentation settings for ``cxrad train --augment``."""
 
@@ -169,4 +174,6 @@ class RadiographAugment:
             gn = torch.Generator(device=x.device).manual_seed(int(p["noise_seed"]))
             noise = torch.randn(x.shape, generator=gn, device=x.device, dtype=x.dtype)
             x = (x + self.config.noise_std * noise).clamp_(0.0, 1.0)
+        if self.config.site:
+            x = site_augment(x, self.generator(epoch, step, rank + 0x517E))
         return x.to(dtype)

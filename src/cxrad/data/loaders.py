@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrad.data.dataset import CachedDataset, CacheLike, EpochSampler
+from cxrad.data.sampling import BalancedSampler, check_sampler
 from cxrad.labels import CLASSES
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def make_dataloaders(
     single_label: bool = False,
     pin_memory: bool = False,
     uint8: bool = False,
+    sampler: str = "shuffle",
 ) -> Loaders:
     """Train and val loaders over a split manifest (``split`` column) and its cache.
 
@@ -73,6 +75,8 @@ def make_dataloaders(
         single_label: keep only train rows with exactly one positive (``--loss softmax``).
         pin_memory: pin batches for faster host-to-GPU copies.
         uint8: batches carry ``uint8`` images, scaled to [0, 1] later on the device.
+        sampler: ``"shuffle"`` (each film once per epoch) or ``"balanced"`` (each class x source
+            cell equally often, see :mod:`cxrad.data.sampling`).
     """
     train_df = df[df["split"] == "train"]
     val_df = df[df["split"] == "val"]
@@ -97,7 +101,9 @@ def make_dataloaders(
     }
     train = DataLoader(
         train_ds,
-        sampler=EpochSampler(len(train_ds), seed=seed),
+        sampler=BalancedSampler(train_ds.df, classes, seed=seed)
+        if check_sampler(sampler) == "balanced"
+        else EpochSampler(len(train_ds), seed=seed),
         drop_last=len(train_ds) > batch_size,  # a batch of 1 breaks BatchNorm
         generator=torch.Generator().manual_seed(seed),
         **common,

@@ -16,7 +16,7 @@ import pandas as pd
 from cxrad.evaluate.bootstrap import Resamples, cluster_ids
 from cxrad.evaluate.calibration import calibration_table
 from cxrad.evaluate.metrics import MIN_COUNT, classification_metrics, point_auroc
-from cxrad.evaluate.shortcut import audit_verdict, source_probe, within_source_auroc
+from cxrad.evaluate.shortcut import audit_verdict, site_probe, source_probe, within_source_auroc
 from cxrad.evaluate.single_label import top1_view
 from cxrad.progress import Progress
 
@@ -104,6 +104,7 @@ def evaluate_predictions(
     within = within_source_auroc(y, p, classes, sources, min_count)
     fr = np.arange(len(df)) if feature_rows is None else np.asarray(feature_rows)
     probe = source_probe(features, sources[fr], clusters[fr], seed=seed)
+    by_site = site_probe(features, df.iloc[fr], clusters[fr], seed=seed)
     return {
         "n": len(df),
         "n_clusters": n_clusters,
@@ -112,6 +113,7 @@ def evaluate_predictions(
         "per_source": per_source(df, y, p, classes, y_train, min_count),
         "shortcut": {
             "probe": probe,
+            "site_probe": by_site,
             "within_source": within,
             "verdict": audit_verdict(probe, within),
         },

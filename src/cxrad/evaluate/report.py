@@ -23,6 +23,8 @@ from cxrad.evaluate.decisions import decisions_html
 from cxrad.evaluate.metrics import format_ci
 from cxrad.evaluate.plots import confusion_png, curves_png, reliability_png
 from cxrad.evaluate.report_where import render_where
+from cxrad.evaluate.sites import site_lines
+from cxrad.evaluate.subgroups import subgroup_lines
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,14 @@ def headline(m: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"top-1 view: {t1.get('status')}")
     lines.append("shortcut audit: " + m["shortcut"]["verdict"]["text"])
+    sp = m["shortcut"].get("site_probe") or {}
+    if sp.get("status") == "ok":
+        lines.append(
+            f"site probe (source/site labels): balanced accuracy {sp['balanced_accuracy']:.2f} "
+            f"vs chance {sp['chance']:.2f} over {len(sp['labels'])} sites"
+        )
+    if m.get("sites"):
+        lines.extend(site_lines(m["sites"]))
     return lines
 
 
@@ -323,6 +333,7 @@ def render_html(m: dict[str, Any], images: dict[str, str | None]) -> str:
             ],
         )
     )
+    parts.extend(extra_sections(m))
     parts.append("<h2>Calibration</h2>")
     t = cal.get("temperature")
     if t:
@@ -346,6 +357,29 @@ def render_html(m: dict[str, Any], images: dict[str, str | None]) -> str:
     parts.append("<h2>Precision-recall curves</h2>" + _img(images.get("pr"), "PR curves"))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def extra_sections(m: dict[str, Any]) -> list[str]:
+    """The site-gap and subgroup sections, as preformatted text (absent when not computed)."""
+    parts = []
+    sp = m["shortcut"].get("site_probe") or {}
+    if sp.get("status") == "ok":
+        parts.append(
+            "<h2>Site probe</h2><p>The same probe over source/site labels (the Radiography "
+            f"sub-sources, COVID-CXNet countries): balanced accuracy <b>{sp['balanced_accuracy']:.3f}"
+            f"</b> vs chance {sp['chance']:.3f} over {len(sp['labels'])} sites: "
+            f"{html.escape(', '.join(sp['labels']))}.</p>"
+        )
+    if m.get("sites"):
+        text = html.escape("\n".join(site_lines(m["sites"])))
+        parts.append(f"<h2>Site gap (sources held out of training)</h2><pre>{text}</pre>")
+    if m.get("subgroups"):
+        text = html.escape("\n".join(subgroup_lines(m["subgroups"])))
+        parts.append(
+            "<h2>Subgroups (AUROC; sensitivity and specificity at the operating point; 95% "
+            f"patient-bootstrap CIs)</h2><pre>{text}</pre>"
+        )
+    return parts
 
 
 def _jsonable(o: Any) -> Any:

@@ -27,6 +27,8 @@ from cxrad.evaluate.decisions import decision_section
 from cxrad.evaluate.evaluator import evaluate_predictions
 from cxrad.evaluate.metrics import MIN_COUNT
 from cxrad.evaluate.report import write_outputs
+from cxrad.evaluate.sites import site_section
+from cxrad.evaluate.subgroups import subgroup_section
 from cxrad.labels import SPLITS
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
 from cxrad.models import (
@@ -80,13 +82,14 @@ def open_dataset(work: str | Path, rows: pd.DataFrame, config: RunConfig) -> Any
     from cxrad.preprocess import PreprocessConfig, open_cache
 
     size, mode = config.preprocess.size, config.preprocess.mode
-    crop = config.preprocess.crop
+    crop, norm = config.preprocess.crop, config.preprocess.normalise
     try:
-        cache = open_cache(work, PreprocessConfig(size=size, mode=mode, crop=crop))  # type: ignore[arg-type]
+        cache = open_cache(work, PreprocessConfig(size=size, mode=mode, crop=crop, normalise=norm))  # type: ignore[arg-type]
     except (CacheError, FileNotFoundError) as e:
         raise EvaluateError(
             f"{work} has no preprocessed cache for size {size}, mode {mode} (what this model "
-            f"expects); run `cxrad preprocess {work} --size {size} --mode {mode}` first ({e})"
+            f"expects); run `cxrad preprocess {work} --size {size} --mode {mode} --normalise "
+            f"{norm}` first ({e})"
         ) from e
     return CachedDataset(rows, cache, list(config.classes))
 
@@ -127,6 +130,17 @@ def probe_rows(n: int, seed: int, limit: int = PROBE_MAX) -> np.ndarray:
     if n <= limit:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def _scorer(model: Classifier, work: str | Path, config: RunConfig, batch_size: int) -> Any:
+    """``rows -> (rows in the cache, the run's decisions)`` for the site-gap section."""
+    step = DecisionStep(config)
+
+    def score(rows: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+        ds = open_dataset(work, rows, config)
+        return ds.df, step(infer(model, ds, batch_size))
+
+    return score
 
 
 def _temperature(
@@ -186,6 +200,7 @@ def evaluate_run(
     min_count: int = MIN_COUNT,
     command: str | None = None,
     where: bool = False,
+    held_out_split: str = "all",
 ) -> dict[str, Any]:
     """Evaluate a run on one split of a work folder and write the report.
 
@@ -205,6 +220,8 @@ def evaluate_run(
         where: add the localisation (Grad-CAM vs boxes and lungs) and shortcut-counterfactual
             sections (:func:`cxrad.evaluate.where.where_sections`; runs the lung segmenter and
             Grad-CAM on every film).
+        held_out_split: for a run trained with ``--hold-out``: which of the held-out sources'
+            films the site-gap section scores (``"all"``, none was trained on, or a split).
 
     Returns:
         The metrics (as written to ``metrics.json``) plus ``"paths"`` of the written files.
@@ -273,6 +290,13 @@ def evaluate_run(
             where_sections(model, images, rows, config, Segmenter(), probs, n_boot, seed,
                            batch_size, min_count, progress)
         )  # fmt: skip
+    metrics["subgroups"] = subgroup_section(
+        rows, decided, n_boot=n_boot, seed=seed, min_count=min_count
+    )
+    metrics["sites"] = site_section(
+        df, config, _scorer(model, work, config, batch_size), split=split,
+        held_out_split=held_out_split, n_boot=n_boot, seed=seed, min_count=min_count,
+    )  # fmt: skip
     data_hash = manifest_hash(df)
     equivalent = shlex.join(
         ["cxrad", "evaluate", str(run), "--data", str(work), "--split", split]

@@ -97,6 +97,31 @@ def source_probe(
     return out
 
 
+def site_labels(df: Any) -> np.ndarray:
+    """``"<source>/<site>"`` where the manifest knows the site (a sub-source), else ``"<source>"``.
+
+    The Radiography COVID and Normal folders gather films from BIMCV, RSNA, Kermany, SIRM ...;
+    a probe over these finer labels asks whether the model can tell those sites apart too.
+    """
+    src = df["source"].astype("string").fillna("<unknown>").to_numpy(dtype=object)
+    if "site" not in df.columns:
+        return src
+    site = df["site"].astype("string")
+    known = site.notna().to_numpy()
+    out = src.copy()
+    out[known] = src[known] + "/" + site[known].to_numpy(dtype=object)
+    return out
+
+
+def site_probe(
+    features: np.ndarray | None, df: Any, groups: np.ndarray, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`source_probe` over :func:`site_labels`; ``"n/a: ..."`` when no row has a site."""
+    if "site" not in df.columns or not df["site"].notna().any():
+        return {"status": "n/a: the manifest has no site column or no site values", "n": len(df)}
+    return source_probe(features, site_labels(df), groups, seed=seed)
+
+
 def within_source_auroc(
     y: np.ndarray,
     p: np.ndarray,

@@ -64,6 +64,8 @@ class Preprocess:
     size: int
     mode: str = "letterbox"
     crop: str = "none"
+    normalise: str = "none"
+    """``"none"`` | ``"clahe"`` | ``"histeq"``: ``cxrad preprocess --normalise`` (absent = none)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class RunConfig:
             size=int(pre.get("size") or contract.input_size),
             mode=str(pre.get("mode") or "letterbox"),
             crop=str(pre.get("crop") or "none"),
+            normalise=str(pre.get("normalise") or "none"),
         )
         temp = d.pop("temperature", None)
         if temp is not None and not isinstance(temp, (list, tuple)):
@@ -242,6 +245,8 @@ class RunConfig:
             value = getattr(self, f.name)
             out[f.name] = asdict(value) if hasattr(value, "__dataclass_fields__") else value
         out["classes"] = list(self.classes)
+        if out["preprocess"].get("normalise") == "none":  # configs from before the option
+            del out["preprocess"]["normalise"]
         out["held_out_sources"] = list(self.held_out_sources)
         out["temperature"] = None if self.temperature is None else list(self.temperature)
         out["operating_points"] = {c: asdict(op) for c, op in self.operating_points.items()}

@@ -115,6 +115,7 @@ class Predictor:
             size=self.config.preprocess.size,
             mode=self.config.preprocess.mode,
             crop=self.config.preprocess.crop,  # type: ignore[arg-type]
+            normalise=self.config.preprocess.normalise,
         )
         fixed = [float(threshold)] * len(self.classes) if threshold_mode == "fixed" else None
         self.step = DecisionStep(self.config, thresholds=fixed)

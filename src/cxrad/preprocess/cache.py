@@ -26,6 +26,7 @@ from cxrad.errors import CacheError, ImageReadError
 from cxrad.image import MAX_PIXELS, file_sha1, read_image, sha1_bytes
 from cxrad.manifest import STATUS_OK, read_manifest
 from cxrad.preprocess import lock, packfiles, store
+from cxrad.preprocess.normalise import normalise_image
 from cxrad.preprocess.transform import PreprocessConfig, apply_crop, resize
 from cxrad.progress import Progress
 
@@ -88,6 +89,7 @@ def process_chunk(
     mode: str,
     max_pixels: int,
     crop: str = "none",
+    normalise: str = "none",
 ) -> tuple[str, int, dict[str, str]]:
     """Worker: prepare every ``(sha1, path)`` of one chunk and write its shard.
 
@@ -97,7 +99,7 @@ def process_chunk(
     Returns:
         ``(shard name, images cached, {sha1: failure reason})``.
     """
-    config = PreprocessConfig(size=size, mode=mode, crop=crop)  # type: ignore[arg-type]
+    config = PreprocessConfig(size=size, mode=mode, crop=crop, normalise=normalise)  # type: ignore[arg-type]
     name = store.shard_name([s for s, _ in items])
     out = np.zeros((len(items), size, size), np.uint8)
     ok: list[str] = []
@@ -117,7 +119,9 @@ def process_chunk(
             continue
         try:
             pixels = read_image(data, max_pixels, native=True, name=path).pixels
-            out[len(ok)] = resize(apply_crop(pixels, config), config.size, config.mode)
+            out[len(ok)] = normalise_image(
+                resize(apply_crop(pixels, config), config.size, config.mode), config.normalise
+            )
         except ImageReadError as e:
             failed[sha] = _strip_path(str(e), path)
             continue
@@ -310,7 +314,7 @@ def _run_chunks(
     done, names = 0, set()
     if progress:
         progress(0, total)
-    args = (str(directory), config.size, config.mode, max_pixels, config.crop)
+    args = (str(directory), config.size, config.mode, max_pixels, config.crop, config.normalise)
     if workers == 1 or len(chunks) <= 1:
         for items in chunks:
             name, _, _ = process_chunk(args[0], items, *args[1:])

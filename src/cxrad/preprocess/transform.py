@@ -19,6 +19,7 @@ from PIL import Image
 from cxrad.errors import PreprocessConfigError
 from cxrad.options import suggest
 from cxrad.preprocess.decode import MAX_PIXELS, decode_native, pil_to_array
+from cxrad.preprocess.normalise import check_normalise, normalise_image
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +49,13 @@ class PreprocessConfig:
             ``"stretch"`` squashes to a square like the original project.
         crop: ``"none"``, or ``"lungs"``: cut each film to the shipped segmenter's lung box
             plus a margin before resizing (:func:`cxrad.segment.crop.crop_to_lungs`).
+        normalise: ``"none"``, ``"clahe"`` or ``"histeq"`` (see :mod:`cxrad.preprocess.normalise`).
     """
 
     size: int = 256
     mode: Mode = "letterbox"
     crop: Crop = "none"
+    normalise: str = "none"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -69,6 +72,7 @@ class PreprocessConfig:
                 f"unknown crop {self.crop!r}; expected one of {CROPS}."
                 + suggest(str(self.crop), CROPS)
             )
+        check_normalise(self.normalise)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, as stored in a run's ``config.json`` under ``preprocess``.
@@ -79,6 +83,8 @@ class PreprocessConfig:
         d = asdict(self)
         if self.crop == "none":
             del d["crop"]
+        if d["normalise"] == "none":  # likewise for normalise
+            del d["normalise"]
         return d
 
     @property
@@ -170,7 +176,9 @@ def prepare(
         arr = _array_source(source)
     else:
         arr = decode_native(source, max_pixels=max_pixels)
-    return resize(apply_crop(arr, config), config.size, config.mode)
+    return normalise_image(
+        resize(apply_crop(arr, config), config.size, config.mode), config.normalise
+    )
 
 
 def apply_crop(arr: np.ndarray, config: PreprocessConfig) -> np.ndarray:

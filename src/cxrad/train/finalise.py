@@ -102,7 +102,10 @@ def val_logits(
     val = df[(df["status"] == STATUS_OK) & (df["split"] == "val")].reset_index(drop=True)
     pre = config.preprocess
     ds = CachedDataset(
-        val, open_work_cache(work, pre.size, pre.mode), list(config.classes), uint8=True
+        val,
+        open_work_cache(work, pre.size, pre.mode, pre.normalise),
+        list(config.classes),
+        uint8=True,
     )
     if len(ds) == 0:
         raise TrainError(

@@ -32,6 +32,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 import cxrad
 from cxrad.data import AugmentConfig, make_dataloaders, trainable_classes
+from cxrad.data.holdout import drop_held_out, parse_sources
 from cxrad.errors import TrainError
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
 from cxrad.models import (
@@ -87,6 +88,9 @@ def train(
     data_format: str = "cache",
     stream_base: str | None = None,
     strategy: str | None = None,
+    hold_out: Sequence[str] = (),
+    sampler: str = "shuffle",
+    normalise: str = "none",
 ) -> Path:
     """Train ``model`` on ``WORK``'s train split, select on val macro AUROC, write the run ``out``.
 
@@ -121,6 +125,11 @@ def train(
             ``cxrad preprocess --format webdataset``; train streamed, disjoint per DDP rank).
         stream_base: where the shards are (a folder or URL prefix); default the work folder's.
         strategy: Lightning strategy (e.g. ``"ddp"``); default DDP for several devices/nodes.
+        hold_out: sources left out of train and val (and films linked to them), to measure
+            the model on a site it never saw; recorded as ``held_out_sources``.
+        sampler: ``"shuffle"`` or ``"balanced"`` (over class x source, :mod:`cxrad.data.sampling`).
+        normalise: the cache's intensity normalisation (``cxrad preprocess --normalise``);
+            recorded under ``preprocess`` so prediction applies it too.
 
     Returns:
         ``out``, now holding ``model.safetensors`` and ``config.json``.
@@ -132,6 +141,7 @@ def train(
         >>> run = train("work", model="cxr-fast", out="runs/fast", max_epochs=5)
     """
     t0 = time.perf_counter()
+    hold_out = parse_sources(hold_out)
     args = {k: v for k, v in locals().items() if k not in ("callbacks", "t0")}
     args.update(work=str(work), out=str(out), devices=_jsonable(devices))
     rule = parse_rule(operating_point)  # a bad rule fails now, not after training
@@ -143,6 +153,7 @@ def train(
         hw=hw if strategy is None else replace(hw, strategy=strategy),
         limit_train=limit_train, model_kwargs=model_kwargs,
         data_format=data_format, stream_base=stream_base,
+        hold_out=hold_out, sampler=sampler, normalise=normalise,
     )  # fmt: skip
     pos_weight = pos_weight_from_labels(prep.train_ds.labels) if loss == "bce" else None
     lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed)
@@ -165,8 +176,9 @@ def train(
             },
             "classes": prep.classes,
             "input": lit.model.spec.contract(),
-            "preprocess": {"size": size, "mode": mode},
+            "preprocess": {"size": size, "mode": mode, "normalise": normalise},
             "activation": lit.activation,
+            "held_out_sources": list(hold_out),
             "manifest_hash": manifest_hash(read_manifest(work)),
             "git_commit": git_commit(),
             "train": args,
@@ -223,8 +235,14 @@ def prepare(
     model_kwargs: dict[str, Any] | None = None,
     data_format: str = "cache",
     stream_base: str | None = None,
+    hold_out: Sequence[str] = (),
+    sampler: str = "shuffle",
+    normalise: str = "none",
 ) -> Prepared:
     """Check the options and the work folder, pick the classes, build loaders and the network.
+
+    ``hold_out`` sources (and films linked to them) are dropped before anything else, so
+    neither train nor val sees them; ``sampler`` and ``normalise`` are as in :func:`train`.
 
     Raises:
         TrainError: bad options, no train/val rows, nothing cached.
@@ -237,7 +255,7 @@ def prepare(
     if loss not in LOSSES:
         raise TrainError(f"unknown loss {loss!r}; expected one of {LOSSES}.{suggest(loss, LOSSES)}")
     get_spec(model)  # an unknown name fails now, with "did you mean", not after loading data
-    df = _training_rows(work)
+    df = drop_held_out(_training_rows(work), hold_out)
     classes = trainable_classes(df[df["split"] == "train"])
     if not classes:
         raise TrainError(
@@ -245,13 +263,19 @@ def prepare(
             "ingest datasets that label at least one class both ways"
         )
     pl.seed_everything(seed, workers=True, verbose=False)
+    if data_format == "webdataset" and (sampler != "shuffle" or normalise != "none"):
+        raise TrainError(
+            "--sampler balanced and --normalise read the memmap cache; drop them or use "
+            "--data-format cache"
+        )
     if data_format == "webdataset":
         loaders = _streaming(work, size, mode, stream_base, df, classes, batch_size, seed, hw)
     else:
-        cache = open_work_cache(work, size, mode)
+        cache = open_work_cache(work, size, mode, normalise)
         loaders = make_dataloaders(
             df, cache, classes, batch_size=batch_size, workers=hw.workers, seed=seed,
             limit_train=limit_train, single_label=loss == "softmax", pin_memory=hw.gpu, uint8=True,
+            sampler=sampler,
         )  # fmt: skip
     train_ds, val_ds = loaders.train.dataset, loaders.val.dataset
     _check_loaded(train_ds, val_ds, classes, work, size, mode)

@@ -63,7 +63,7 @@ def fit_run_ood(
         raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
     df = df[df["status"] == STATUS_OK]
     size = int(cfg.preprocess.size)
-    cache = open_work_cache(work, size, str(cfg.preprocess.mode))
+    cache = open_work_cache(work, size, str(cfg.preprocess.mode), cfg.preprocess.normalise)
     train_df = df[df["split"] == "train"]
     if len(train_df) > max_fit:
         train_df = train_df.sample(n=max_fit, random_state=seed).sort_index()

@@ -86,7 +86,7 @@ def hardware(
     )
 
 
-def open_work_cache(work: str | Path, size: int, mode: str) -> Any:
+def open_work_cache(work: str | Path, size: int, mode: str, normalise: str = "none") -> Any:
     """Open ``WORK``'s preprocessing cache for ``(size, mode)``, or say how to build it.
 
     Raises:
@@ -94,8 +94,9 @@ def open_work_cache(work: str | Path, size: int, mode: str) -> Any:
     """
     from cxrad.preprocess import PreprocessConfig, open_cache
 
-    config = PreprocessConfig(size=size, mode=mode)  # a bad size/mode raises its own error
-    fix = f"run `cxrad preprocess {work} --size {size} --mode {mode}` first"
+    config = PreprocessConfig(size=size, mode=mode, normalise=normalise)  # bad values raise
+    norm = f" --normalise {normalise}" if normalise != "none" else ""
+    fix = f"run `cxrad preprocess {work} --size {size} --mode {mode}{norm}` first"
     try:
         return open_cache(work, config)
     except FileNotFoundError as e:
