@@ -17,7 +17,8 @@ tbx11k, which has no TB-negative films, and holding it out leaves no TB positive
 
 Levers (each compared with ``baseline`` at the same budget, seed and data):
 ``balanced`` (``--sampler balanced``), ``site-aug`` (``--augment site``), ``clahe`` (a CLAHE
-cache, ``cxrad preprocess --normalise clahe``), ``dro`` (group DRO over sources).
+cache, ``cxrad preprocess --normalise clahe``). A domain-generalisation lever (group DRO or a
+source-adversarial head) is not built yet.
 
 Example (one command; results are kept per run, so a killed benchmark resumes):
     PYTHONPATH=src .venv/bin/python benchmarks/bench_sites.py --work work/full \\
@@ -51,7 +52,6 @@ LEVERS: dict[str, dict[str, Any]] = {
     "balanced": {"sampler": "balanced"},
     "site-aug": {"augment": "site"},
     "clahe": {"normalise": "clahe"},
-    "dro": {"dg": "group-dro"},
 }
 BEGIN, END = "<!-- bench_sites:begin -->", "<!-- bench_sites:end -->"
 
