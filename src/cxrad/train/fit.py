@@ -9,15 +9,10 @@ ensemble builder shares.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import re
-import shutil
-import subprocess
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,14 +22,14 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 import cxrad
 from cxrad.data import AugmentConfig, make_dataloaders, trainable_classes
 from cxrad.data.holdout import drop_held_out, parse_sources
 from cxrad.errors import TrainError
-from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
+from cxrad.manifest import manifest_hash, read_manifest
 from cxrad.models import (
     DEFAULT_RULE,
     Classifier,
@@ -45,17 +40,30 @@ from cxrad.models import (
     probabilities,
 )
 from cxrad.options import suggest
+from cxrad.train.checkpoints import (
+    MONITOR,
+    MovableCheckpoint,
+    best_checkpoint,
+    clear_previous,
+    keep_log_history,
+)
 from cxrad.train.finalise import finalise, predict_logits
+from cxrad.train.inputs import check_loaded, streamed_loaders, training_rows
 from cxrad.train.losses import pos_weight_from_labels
 from cxrad.train.module import LOSSES, CxrModule
 from cxrad.train.ood import fit_run_ood
-from cxrad.train.setup import Hardware, hardware, open_work_cache
+from cxrad.train.setup import (
+    Hardware,
+    git_commit,
+    hardware,
+    jsonable_devices,
+    open_work_cache,
+    parse_devices,
+)
 
 logger = logging.getLogger(__name__)
 
 DATA_FORMATS = ("cache", "webdataset")
-
-MONITOR = "val_macro_auroc"
 
 
 def train(
@@ -143,7 +151,7 @@ def train(
     t0 = time.perf_counter()
     hold_out = parse_sources(hold_out)
     args = {k: v for k, v in locals().items() if k not in ("callbacks", "t0")}
-    args.update(work=str(work), out=str(out), devices=_jsonable(devices))
+    args.update(work=str(work), out=str(out), devices=jsonable_devices(devices))
     rule = parse_rule(operating_point)  # a bad rule fails now, not after training
     augment = augment if augment is not None else AugmentConfig()
     args["augment"] = augment.to_dict()
@@ -255,7 +263,7 @@ def prepare(
     if loss not in LOSSES:
         raise TrainError(f"unknown loss {loss!r}; expected one of {LOSSES}.{suggest(loss, LOSSES)}")
     get_spec(model)  # an unknown name fails now, with "did you mean", not after loading data
-    df = drop_held_out(_training_rows(work), hold_out)
+    df = drop_held_out(training_rows(work), hold_out)
     classes = trainable_classes(df[df["split"] == "train"])
     if not classes:
         raise TrainError(
@@ -269,7 +277,7 @@ def prepare(
             "--data-format cache"
         )
     if data_format == "webdataset":
-        loaders = _streaming(work, size, mode, stream_base, df, classes, batch_size, seed, hw)
+        loaders = streamed_loaders(work, size, mode, stream_base, df, classes, batch_size, seed, hw)
     else:
         cache = open_work_cache(work, size, mode, normalise)
         loaders = make_dataloaders(
@@ -278,7 +286,7 @@ def prepare(
             sampler=sampler,
         )  # fmt: skip
     train_ds, val_ds = loaders.train.dataset, loaders.val.dataset
-    _check_loaded(train_ds, val_ds, classes, work, size, mode)
+    check_loaded(train_ds, val_ds, classes, work, size, mode)
     logger.info(
         "training %s on %d images (%d val), %d classes: %s",
         model, len(train_ds), len(val_ds), len(classes), ", ".join(classes),
@@ -309,7 +317,7 @@ def fit(
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if not resume:
-        _clear_previous(out)
+        clear_previous(out)
     ckpt_cb = MovableCheckpoint(
         dirpath=ckpt_dir, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
         monitor=MONITOR, mode="max", save_top_k=1,
@@ -340,7 +348,7 @@ def fit(
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*treespec.*")
         try:
-            with _keep_log_history(out / "logs" / "metrics.csv", enabled=ckpt_path is not None):
+            with keep_log_history(out / "logs" / "metrics.csv", enabled=ckpt_path is not None):
                 trainer.fit(lit, prep.loaders.train, prep.loaders.val, ckpt_path=ckpt_path)
         except RuntimeError as e:
             if ckpt_path and "state_dict" in str(e):
@@ -351,7 +359,7 @@ def fit(
             raise
     if trainer.global_rank != 0:
         return trainer
-    best = _best_checkpoint(ckpt_cb, ckpt_dir, out / "logs" / "metrics.csv", last)
+    best = best_checkpoint(ckpt_cb, ckpt_dir, out / "logs" / "metrics.csv", last)
     state = torch.load(best, map_location="cpu", weights_only=True)
     trainer.cxrad_best_epoch = int(state.get("epoch", -1))  # type: ignore[attr-defined]
     lit.model.load_state_dict(
@@ -364,201 +372,12 @@ def fit(
     return trainer
 
 
-class MovableCheckpoint(ModelCheckpoint):
-    """A ``ModelCheckpoint`` whose state survives moving or copying the run folder.
-
-    Lightning keeps only ``best_model_path`` when the checkpoint folder's absolute path differs
-    from the one saved in ``last.ckpt``: it forgets the best score, so a resumed run would take
-    its next epoch as "best" even when an earlier one was better. Here the saved paths are
-    re-rooted into the current folder instead, and the best score is kept.
-
-    Its ``state_key`` is ``ModelCheckpoint``'s, so checkpoints written by either class restore
-    into the other (Lightning matches callback state by class name).
-    """
-
-    @property
-    def state_key(self) -> str:
-        key = super().state_key
-        return "ModelCheckpoint" + key.removeprefix(type(self).__qualname__)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        old, new = state_dict.get("dirpath"), self.dirpath
-        if old and new and old != new:
-
-            def moved(path: Any) -> Any:
-                if path and os.path.dirname(str(path)) == old:
-                    return os.path.join(new, os.path.basename(str(path)))
-                return path
-
-            state_dict = {
-                **state_dict,
-                "dirpath": new,
-                "best_model_path": moved(state_dict.get("best_model_path")),
-                "kth_best_model_path": moved(state_dict.get("kth_best_model_path")),
-                "last_model_path": moved(state_dict.get("last_model_path")),
-                "best_k_models": {
-                    moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()
-                },
-            }
-        super().load_state_dict(state_dict)
-
-
-def _best_checkpoint(
-    ckpt_cb: ModelCheckpoint, ckpt_dir: Path, metrics_csv: Path, last: Path
-) -> Path:
-    """The checkpoint to ship: the callback's best, else the best-scoring ``best-*.ckpt`` on disk.
-
-    The callback can come back without its state (a checkpoint from another cxrad version, a
-    hand-edited folder); falling back to ``last.ckpt`` would then silently ship the last epoch.
-    Instead the ``best-*.ckpt`` files left on disk are ranked by the val AUROC that the CSV log
-    recorded for their epoch.
-    """
-    if ckpt_cb.best_model_path and Path(ckpt_cb.best_model_path).is_file():
-        return Path(ckpt_cb.best_model_path)
-    found = sorted(ckpt_dir.glob("best-epoch*.ckpt"))
-    if not found:
-        return last
-    scores: dict[int, float] = {}
-    if metrics_csv.is_file() and metrics_csv.stat().st_size:
-        log = pd.read_csv(metrics_csv)
-        if MONITOR in log.columns:
-            per_epoch = log.dropna(subset=[MONITOR]).groupby("epoch")[MONITOR].max()
-            scores = {int(e): float(v) for e, v in per_epoch.items()}
-
-    def score(path: Path) -> float:
-        m = re.fullmatch(r"best-epoch(\d+)(-v\d+)?", path.stem)
-        return scores.get(int(m.group(1)), -np.inf) if m else -np.inf
-
-    best = max(found, key=score)
-    logger.warning(
-        "the checkpoint callback lost track of its best epoch; using %s (val AUROC %.4f in %s)",
-        best.name,
-        score(best),
-        metrics_csv,
-    )
-    return best
-
-
 def predict_probs(
     model: Classifier, loader: torch.utils.data.DataLoader, activation: str, gpu: bool
 ) -> np.ndarray:
     """Uncalibrated probabilities ``(N, C)`` for every image of ``loader``, in order."""
     logits = predict_logits(model, loader, gpu)
     return probabilities(torch.from_numpy(logits), {"activation": activation}).numpy()
-
-
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the working directory, or None outside a repository."""
-    try:
-        r = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() or None if r.returncode == 0 else None
-
-
-def _training_rows(work: str | Path) -> Any:
-    df = read_manifest(work)
-    if "split" not in df.columns:
-        raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
-    df = df[df["status"] == STATUS_OK]
-    for name in ("train", "val"):
-        if not (df["split"] == name).any():
-            raise TrainError(
-                f"no usable rows in the {name!r} split of {work}; run `cxrad split {work}` "
-                "(it needs ingested images with status 'ok')"
-            )
-    return df
-
-
-def _streaming(
-    work: Any,
-    size: int,
-    mode: str,
-    base: str | None,
-    df: Any,
-    classes: list[str],
-    batch_size: int,
-    seed: int,
-    hw: Any,
-) -> Any:
-    """Loaders from ``cxrad preprocess --format webdataset`` shards (train streamed per rank)."""
-    from cxrad.data import Loaders
-    from cxrad.data.streaming import streaming_loaders
-    from cxrad.preprocess import PreprocessConfig
-    from cxrad.preprocess.webdataset import read_index, streaming_dir
-
-    folder = streaming_dir(work, PreprocessConfig(size=size, mode=mode))  # type: ignore[arg-type]
-    if not (folder / "index.json").is_file():
-        raise TrainError(
-            f"no WebDataset shards in {folder}; run "
-            f"`cxrad preprocess {work} --size {size} --mode {mode} --format webdataset` first"
-        )
-    labels = df.loc[df["split"] == "train", classes].to_numpy(dtype=np.float32)
-    train, val = streaming_loaders(
-        base or str(folder), read_index(folder), classes, labels, batch_size, seed, hw.workers
-    )
-    return Loaders(train, val)  # fmt: skip
-
-
-def _check_loaded(
-    train_ds: Any, val_ds: Any, classes: list[str], work: Any, size: int, mode: str
-) -> None:
-    fix = f"run `cxrad preprocess {work} --size {size} --mode {mode}`"
-    if len(train_ds) == 0:
-        raise TrainError(f"none of the train rows are in the cache of {work}; {fix}")
-    if len(val_ds) == 0:
-        raise TrainError(f"none of the val rows are in the cache of {work}; {fix}")
-    y = val_ds.labels
-    if not ((y == 1).any(axis=0) & (y == 0).any(axis=0)).any():
-        raise TrainError(
-            f"no class has both positives and negatives in the val split of {work}, so checkpoints "
-            "cannot be selected on AUROC; re-split with a larger val fraction"
-        )
-
-
-@contextlib.contextmanager
-def _keep_log_history(path: Path, enabled: bool) -> Iterator[None]:
-    """Keep the epochs logged before a resume: Lightning's CSV logger deletes an existing file."""
-    old = pd.read_csv(path) if enabled and path.is_file() and path.stat().st_size else None
-    try:
-        yield
-    finally:
-        if old is not None and path.is_file() and path.stat().st_size:
-            new = pd.read_csv(path)
-            start = new["epoch"].min() if len(new) else np.inf
-            merged = pd.concat([old[old["epoch"] < start], new], ignore_index=True)
-            merged.to_csv(path, index=False)
-        elif old is not None:
-            old.to_csv(path, index=False)
-
-
-def _clear_previous(out: Path) -> None:
-    old = list((out / "checkpoints").glob("*.ckpt")) if (out / "checkpoints").is_dir() else []
-    if old:
-        logger.info("--no-resume: removing %d old checkpoints in %s", len(old), out / "checkpoints")
-        for p in old:
-            p.unlink()
-    if (out / "logs").is_dir():
-        shutil.rmtree(out / "logs")
-
-
-def _jsonable(devices: Any) -> Any:
-    return list(devices) if isinstance(devices, (list, tuple)) else devices
-
-
-def parse_devices(text: str) -> int | str | list[int]:
-    """CLI ``--devices``: ``auto``, a count (``2``), or ids (``0,1``)."""
-    text = text.strip()
-    if "," in text:
-        return [int(t) for t in text.split(",") if t.strip()]
-    return int(text) if text.lstrip("-").isdigit() else text
 
 
 __all__ = ["git_commit", "parse_devices", "predict_probs", "train"]

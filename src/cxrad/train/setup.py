@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,3 +106,32 @@ def open_work_cache(work: str | Path, size: int, mode: str, normalise: str = "no
         ) from e
     except CacheError as e:
         raise TrainError(str(e) if "cxrad preprocess" in str(e) else f"{e}; {fix}") from e
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """``git rev-parse HEAD`` of the working directory, or None outside a repository."""
+    try:
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def jsonable_devices(devices: Any) -> Any:
+    """Devices as JSON can hold them (a tuple of ids becomes a list), for the run config."""
+    return list(devices) if isinstance(devices, (list, tuple)) else devices
+
+
+def parse_devices(text: str) -> int | str | list[int]:
+    """CLI ``--devices``: ``auto``, a count (``2``), or ids (``0,1``)."""
+    text = text.strip()
+    if "," in text:
+        return [int(t) for t in text.split(",") if t.strip()]
+    return int(text) if text.lstrip("-").isdigit() else text
