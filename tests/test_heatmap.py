@@ -130,7 +130,7 @@ def test_grad_cam_agrees_with_monai(name: str) -> None:
 def test_predictor_writes_overlays_for_positive_findings_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cxrad.predict.predictor.lung_mask", lambda image: None)  # no contour
+    monkeypatch.setattr("cxrad.predict.heatmap.lung_mask", lambda image: None)  # no contour
     config = {
         "model": {"name": "toy-detectors", "kwargs": {}},
         "classes": CLASSES,

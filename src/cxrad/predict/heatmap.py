@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
+from cxrad.labels import NORMAL
 from cxrad.models.cam import cam_layer_name, grad_cam
 
 logger = logging.getLogger(__name__)
@@ -23,6 +26,7 @@ __all__ = [
     "lung_mass",
     "overlay",
     "save_heatmap",
+    "write_heatmaps",
 ]
 
 LUNG_CONTOUR = (255, 255, 255)
@@ -90,3 +94,34 @@ def save_heatmap(
         rgb[contour(lungs, line_width(lungs.shape))] = LUNG_CONTOUR
     Image.fromarray(rgb).save(png)
     return png
+
+
+def write_heatmaps(
+    model: torch.nn.Module,
+    recs: list[dict[str, Any]],
+    x: np.ndarray,
+    images: list[np.ndarray],
+    stems: list[Path],
+    classes: list[str],
+    device: torch.device,
+) -> None:
+    """Grad-CAM overlays for each record's positive findings (NORMAL excepted), written to disk.
+
+    Each record gains ``heatmaps`` (class -> PNG path) and, for films with a finding,
+    ``heatmap_lung_mass`` (class -> share of the map inside the lungs).
+    """
+    for r in recs:
+        r["heatmaps"] = {}
+    targets = [[classes.index(c) for c in r["positive"] if c != NORMAL] for r in recs]
+    todo = [i for i, t in enumerate(targets) if t]
+    if not todo:
+        return
+    xt = torch.from_numpy(x[todo]).to(device)
+    maps = grad_cam(model, xt, [targets[i] for i in todo], cam_layer_name(model))
+    for i, m in zip(todo, maps, strict=True):
+        lungs = lung_mask(images[i])
+        recs[i]["heatmap_lung_mass"] = {}
+        for c, cam in m.items():
+            png = save_heatmap(stems[i], classes[c], images[i], cam, lungs)
+            recs[i]["heatmaps"][classes[c]] = str(png)
+            recs[i]["heatmap_lung_mass"][classes[c]] = lung_mass(cam, lungs)

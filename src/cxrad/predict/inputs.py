@@ -9,13 +9,16 @@ something: a typo in one path fails fast, before a long run, with a one-line rea
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrad.errors import PredictError
+import numpy as np
+
+from cxrad.errors import ImageReadError, PredictError
 from cxrad.image import IMAGE_SUFFIXES, walk_files
 
 logger = logging.getLogger(__name__)
@@ -141,3 +144,41 @@ def check_output_dir(
                 f"--heatmaps {out} is inside the input folder {src}; write heatmaps to a folder "
                 "outside the inputs (they are never written to)"
             )
+
+
+def unique_stem(root: Path, f: InputFile, used: set[Path]) -> Path:
+    """``root/<rel without suffix>``; a second image with the same stem gets a path hash."""
+    stem = root / f.rel.parent / f.rel.stem
+    if stem in used:
+        tag = hashlib.sha1(str(f.path).encode()).hexdigest()[:8]
+        stem = stem.with_name(f"{stem.name}-{tag}")
+    used.add(stem)
+    return stem
+
+
+def array_to_unit(a: np.ndarray) -> np.ndarray:
+    """An array ``prepare`` takes: ``uint8`` (grey or RGB(A)), or 2-D float in [0, 1]."""
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        if a.dtype == np.uint8:
+            return a
+        a = a[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    if a.ndim != 2 or a.size == 0:
+        raise PredictError(
+            f"expected a 2-D grey or H×W×3/4 colour image array, got shape {a.shape}"
+        )
+    if a.dtype == np.uint8:
+        return a
+    finite = np.isfinite(a) if a.dtype.kind in "fc" else np.ones(a.shape, bool)
+    if not finite.any():
+        raise ImageReadError(
+            "not_an_image", "not an image: the array holds no finite value (all NaN or Infinity)"
+        )
+    f = np.nan_to_num(a.astype(np.float64))
+    lo, hi = float(f.min()), float(f.max())
+    if a.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        return f.astype(np.float32)
+    if a.dtype == np.bool_:
+        return f.astype(np.float32)
+    return ((f - lo) / (hi - lo) if hi > lo else np.zeros_like(f)).astype(np.float32)

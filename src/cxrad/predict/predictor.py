@@ -10,7 +10,6 @@ a file that cannot be read becomes a record with ``status = "error"``, a ``code`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -32,8 +31,14 @@ from cxrad.models.ood import GaussianOOD, load_ood, ood_records
 from cxrad.options import suggest
 from cxrad.predict.anomaly import anomaly_heatmaps
 from cxrad.predict.backends import OnnxBackend, TorchBackend
-from cxrad.predict.heatmap import cam_layer_name, grad_cam, lung_mask, lung_mass, save_heatmap
-from cxrad.predict.inputs import InputFile, check_output_dir, find_inputs
+from cxrad.predict.heatmap import grad_cam, write_heatmaps
+from cxrad.predict.inputs import (
+    InputFile,
+    array_to_unit,
+    check_output_dir,
+    find_inputs,
+    unique_stem,
+)
 from cxrad.preprocess import PreprocessConfig, prepare
 from cxrad.progress import Progress
 
@@ -185,7 +190,7 @@ class Predictor:
             PredictError: an array or object of a kind that is not an image.
         """
         if isinstance(item, np.ndarray):
-            return prepare(_array_to_unit(item), self.preprocess)
+            return prepare(array_to_unit(item), self.preprocess)
         if isinstance(item, (Image.Image, str, os.PathLike)):
             return prepare(item, self.preprocess)
         raise PredictError(
@@ -287,22 +292,7 @@ class Predictor:
     ) -> None:
         if is_one_class(self.config):
             return anomaly_heatmaps(self.model, recs, x, images, stems, self.device)
-        for r in recs:
-            r["heatmaps"] = {}
-        targets = [[self.classes.index(c) for c in r["positive"] if c != NORMAL] for r in recs]
-        todo = [i for i, t in enumerate(targets) if t]
-        if not todo:
-            return
-        model = self._torch_model()
-        xt = torch.from_numpy(x[todo]).to(self.device)
-        maps = grad_cam(model, xt, [targets[i] for i in todo], cam_layer_name(model))
-        for i, m in zip(todo, maps, strict=True):
-            lungs = lung_mask(images[i])
-            recs[i]["heatmap_lung_mass"] = {}
-            for c, cam in m.items():
-                png = save_heatmap(stems[i], self.classes[c], images[i], cam, lungs)
-                recs[i]["heatmaps"][self.classes[c]] = str(png)
-                recs[i]["heatmap_lung_mass"][self.classes[c]] = lung_mass(cam, lungs)
+        write_heatmaps(self._torch_model(), recs, x, images, stems, self.classes, self.device)
 
     def _gated(self, item: Item) -> _Passed | GateResult:
         """Model pixels and the gate's record, or the gate's verdict when it rejects."""
@@ -311,7 +301,7 @@ class Predictor:
         if isinstance(item, (str, os.PathLike)):
             verdict, pixels = self.gate.check_file(item)
         else:
-            arr = _array_to_unit(item) if isinstance(item, np.ndarray) else item
+            arr = array_to_unit(item) if isinstance(item, np.ndarray) else item
             verdict, pixels = self.gate.check_image(arr)
         if not verdict.passed:
             return verdict
@@ -386,7 +376,7 @@ class Predictor:
                     images = [loaded[i].image for i in ok]  # type: ignore[union-attr]
                     recs, x = self._records([str(batch[i].path) for i in ok], images)  # type: ignore[arg-type]
                     if hdir is not None:
-                        stems = [_unique_stem(hdir, batch[i], used) for i in ok]
+                        stems = [unique_stem(hdir, batch[i], used) for i in ok]
                         self._heatmaps(recs, x, images, stems)  # type: ignore[arg-type]
                     for i, r in zip(ok, recs, strict=True):
                         r["gate"] = loaded[i].gate  # type: ignore[union-attr]
@@ -408,41 +398,3 @@ class _Passed:
 
     image: np.ndarray
     gate: dict[str, Any] | None
-
-
-def _unique_stem(root: Path, f: InputFile, used: set[Path]) -> Path:
-    """``root/<rel without suffix>``; a second image with the same stem gets a path hash."""
-    stem = root / f.rel.parent / f.rel.stem
-    if stem in used:
-        tag = hashlib.sha1(str(f.path).encode()).hexdigest()[:8]
-        stem = stem.with_name(f"{stem.name}-{tag}")
-    used.add(stem)
-    return stem
-
-
-def _array_to_unit(a: np.ndarray) -> np.ndarray:
-    """An array ``prepare`` takes: ``uint8`` (grey or RGB(A)), or 2-D float in [0, 1]."""
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim == 3 and a.shape[-1] in (3, 4):
-        if a.dtype == np.uint8:
-            return a
-        a = a[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    if a.ndim != 2 or a.size == 0:
-        raise PredictError(
-            f"expected a 2-D grey or H×W×3/4 colour image array, got shape {a.shape}"
-        )
-    if a.dtype == np.uint8:
-        return a
-    finite = np.isfinite(a) if a.dtype.kind in "fc" else np.ones(a.shape, bool)
-    if not finite.any():
-        raise ImageReadError(
-            "not_an_image", "not an image: the array holds no finite value (all NaN or Infinity)"
-        )
-    f = np.nan_to_num(a.astype(np.float64))
-    lo, hi = float(f.min()), float(f.max())
-    if a.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
-        return f.astype(np.float32)
-    if a.dtype == np.bool_:
-        return f.astype(np.float32)
-    return ((f - lo) / (hi - lo) if hi > lo else np.zeros_like(f)).astype(np.float32)
