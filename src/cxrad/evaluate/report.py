@@ -12,16 +12,11 @@ import html
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from cxrad.evaluate.decisions import decisions_html
 from cxrad.evaluate.metrics import format_ci
-from cxrad.evaluate.plots import confusion_png, curves_png, reliability_png
 from cxrad.evaluate.report_where import render_where
 from cxrad.evaluate.sites import site_lines
 from cxrad.evaluate.subgroups import subgroup_lines
@@ -380,55 +375,6 @@ def extra_sections(m: dict[str, Any]) -> list[str]:
             f"patient-bootstrap CIs)</h2><pre>{text}</pre>"
         )
     return parts
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o
-
-
-def write_outputs(
-    m: dict[str, Any], rows: pd.DataFrame, probs: np.ndarray, out_dir: str | Path
-) -> dict[str, str]:
-    """Write the PNGs, ``metrics.json`` and ``report.html`` into ``out_dir``; return their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    classes = m["top1"]["classes"]
-    y = rows[classes].to_numpy(dtype=np.float64)
-    per_class = m["classification"]["per_class"]
-    images: dict[str, str | None] = {
-        "roc": curves_png(y, probs, per_class, classes, "roc", out / "roc.png"),
-        "pr": curves_png(y, probs, per_class, classes, "pr", out / "pr.png"),
-        "reliability": reliability_png(m["calibration"], out / "reliability.png"),
-        "confusion": (
-            confusion_png(m["top1"]["confusion"], classes, out / "confusion.png")
-            if m["top1"].get("status") == "ok"
-            else None
-        ),
-    }
-    images = {k: (str(v) if v else None) for k, v in images.items()}
-    paths = {
-        "metrics": str(out / "metrics.json"),
-        "report": str(out / "report.html"),
-        **{k: v for k, v in images.items() if v},
-    }
-    m["paths"] = paths
-    for name, text in (
-        ("metrics.json", json.dumps(_jsonable(m), indent=2, allow_nan=False)),
-        ("report.html", render_html(m, images)),
-    ):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
-    logger.info("wrote %s", out / "report.html")
-    return paths
 
 
 def _task_text(task: str) -> str:

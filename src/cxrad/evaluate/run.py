@@ -26,7 +26,7 @@ from cxrad.evaluate.calibration import calibration_table
 from cxrad.evaluate.decisions import decision_section
 from cxrad.evaluate.evaluator import evaluate_predictions
 from cxrad.evaluate.metrics import MIN_COUNT
-from cxrad.evaluate.report import write_outputs
+from cxrad.evaluate.outputs import write_outputs
 from cxrad.evaluate.sites import site_section
 from cxrad.evaluate.subgroups import subgroup_section
 from cxrad.labels import SPLITS
