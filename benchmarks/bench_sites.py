@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from cxrad.data import augment_preset
@@ -98,11 +99,55 @@ def run_one(
     score = _scorer(model, work, config, 128)  # the run's DecisionStep
     res = site_section(read_manifest(work), config, score, held_out_split=held_split,
                        n_boot=args.n_boot, seed=args.seed)  # fmt: skip
+    res["ood"] = ood_auroc(model, run_dir, config, work, sources, held_split, args)
     res.update(setting=setting, lever=lever, train_seconds=round(train_s, 1),
                n_train=config.extra["data"]["n_train"], epochs=args.epochs)  # fmt: skip
     res_path.parent.mkdir(parents=True, exist_ok=True)
     res_path.write_text(json.dumps(res, indent=1, default=float))
     return res
+
+
+def ood_auroc(
+    model: Any,
+    run_dir: Path,
+    config: Any,
+    work: Path,
+    sources: list[str],
+    held_split: str,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """AUROC of the run's OOD score for held-out-source films (positive) vs in-distribution test films.
+
+    The OOD statistics were fitted at training time on the train films' features, so the
+    held-out source played no role in them; clusters are patients (and duplicate groups).
+    """
+    import numpy as np
+
+    from cxrad.evaluate.bootstrap import cluster_ids
+    from cxrad.evaluate.rates import auroc_ci, public
+    from cxrad.evaluate.run import infer, open_dataset
+    from cxrad.evaluate.sites import site_rows
+    from cxrad.models.ood import load_ood
+
+    ood = load_ood(run_dir, config)
+    if ood is None:
+        return {"status": "no OOD statistics in the run"}
+    ind, out = site_rows(read_manifest(work), sources, "test", held_split)
+    parts = []
+    for rows in (ind, out):
+        ds = open_dataset(work, rows, config)
+        parts.append((ds.df, ood.score(infer(model, ds, 128, features=True).astype(np.float64))))
+    df = pd.concat([parts[0][0], parts[1][0]], ignore_index=True)
+    y = np.r_[np.zeros(len(parts[0][1])), np.ones(len(parts[1][1]))].astype(int)
+    s = np.r_[parts[0][1], parts[1][1]]
+    res = auroc_ci(y, s, cluster_ids(df), args.n_boot, args.seed + 2, 1)
+    out_d = public(res)
+    out_d.update(n_in=len(parts[0][1]), n_held_out=len(parts[1][1]))
+    thr = ood.threshold_
+    if thr is not None:
+        out_d["held_out_flagged"] = float(np.mean(parts[1][1] > thr))
+        out_d["in_flagged"] = float(np.mean(parts[0][1] > thr))
+    return out_d
 
 
 def fmt(v: float | None, ci: list[float] | None = None) -> str:
@@ -144,6 +189,15 @@ def table(results: list[dict], levers: list[str]) -> str:
                 f"(n={s.get('n', 0)})"
             )
         lines.append(f"| {setting} | specificity on normals (triage) | " + " | ".join(spec) + " |")
+        ood = []
+        for lv in levers:
+            o = by.get((setting, lv), {}).get("ood", {})
+            ood.append(fmt(o.get("auroc"), o.get("ci")) if o.get("auroc") is not None else "–")
+        lines.append(
+            f"| {setting} | OOD score: held-out vs in-distribution AUROC | "
+            + " | ".join(ood)
+            + " |"
+        )
     means = []
     for lv in levers:
         rs = [by[(s, lv)] for s in SETTINGS if (s, lv) in by]
