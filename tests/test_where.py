@@ -155,3 +155,13 @@ def test_report_renders_the_where_sections() -> None:
     assert "Shortcut counterfactuals" in page and "likely shortcut-driven" in page
     assert "mass in lungs" in page
     assert render_where({}) == ""
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), pd.NA])
+def test_film_boxes_reads_a_real_manifests_missing_meta(missing: object) -> None:
+    """A real manifest's ``meta`` column holds ``pd.NA`` for films without boxes; that is no box."""
+    from cxrad.evaluate.localisation import film_boxes
+
+    assert film_boxes(missing, "kaggle-pediatric") == ([], None)
+    boxes, ref = film_boxes(json.dumps({"boxes": [{"label": "Mass", "xywh": [1, 2, 3, 4]}]}), "nih")
+    assert boxes[0]["xywh"] == [1, 2, 3, 4] and ref == (1024, 1024)

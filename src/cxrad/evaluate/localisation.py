@@ -51,8 +51,14 @@ def centred_blob(size: int) -> np.ndarray:
 
 
 def film_boxes(meta: str | dict | None, source: str) -> tuple[list[dict[str, Any]], tuple | None]:
-    """The boxes of one manifest row and the ``(w, h)`` their coordinates refer to."""
-    m = json.loads(meta) if isinstance(meta, str) and meta else meta or {}
+    """The boxes of one manifest row and the ``(w, h)`` their coordinates refer to.
+
+    ``meta`` is a JSON string, a dict, or missing (None, NaN or ``pd.NA`` in a real manifest).
+    """
+    if isinstance(meta, str):
+        m = json.loads(meta) if meta else {}
+    else:
+        m = meta if isinstance(meta, dict) else {}
     boxes = m.get("boxes") or []
     size = m.get("annotation_size")
     if size is None and source.startswith("nih"):
