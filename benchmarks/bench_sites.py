@@ -17,8 +17,10 @@ tbx11k, which has no TB-negative films, and holding it out leaves no TB positive
 
 Levers (each compared with ``baseline`` at the same budget, seed and data):
 ``balanced`` (``--sampler balanced``), ``site-aug`` (``--augment site``), ``clahe`` (a CLAHE
-cache, ``cxrad preprocess --normalise clahe``). A domain-generalisation lever (group DRO or a
-source-adversarial head) is not built yet.
+cache, ``cxrad preprocess --normalise clahe``), ``lungs`` (``--crop lungs``: the shipped
+segmenter's lung box plus a 5 % margin; build its cache first with
+``cxrad preprocess work/full --size 128 --crop lungs``, at the benchmark's ``--size``). A
+domain-generalisation lever (group DRO or a source-adversarial head) is not built yet.
 
 Example (one command; results are kept per run, so a killed benchmark resumes):
     PYTHONPATH=src .venv/bin/python benchmarks/bench_sites.py --work work/full \\
@@ -53,6 +55,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "balanced": {"sampler": "balanced"},
     "site-aug": {"augment": "site"},
     "clahe": {"normalise": "clahe"},
+    "lungs": {"crop": "lungs"},
 }
 BEGIN, END = "<!-- bench_sites:begin -->", "<!-- bench_sites:end -->"
 

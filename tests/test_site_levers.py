@@ -82,3 +82,25 @@ def test_site_preset_runs_inside_radiograph_augment() -> None:
     site = RadiographAugment(cfg, seed=0)(x, epoch=1, step=2)
     assert site.shape == x.shape and not torch.equal(base, site)
     assert torch.equal(site, RadiographAugment(cfg, seed=0)(x, epoch=1, step=2))
+
+
+def test_every_benchmark_lever_is_a_train_argument() -> None:
+    import argparse
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    from cxrad.train import train
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sites.py"
+    spec = importlib.util.spec_from_file_location("bench_sites", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(size=128, epochs=2, limit_train=1200, seed=0, threads=1)
+    params = inspect.signature(train).parameters
+    for lever in bench.LEVERS:
+        assert set(bench.train_kwargs(lever, args)) <= set(params), lever
+    kw = bench.train_kwargs("lungs", args)
+    assert kw["crop"] == "lungs" and kw["size"] == 128 and "normalise" not in kw
+    assert bench.train_kwargs("clahe", args)["normalise"] == "clahe"

@@ -23,7 +23,7 @@ from cxrad.evaluate.run import infer, open_dataset, select_rows
 from cxrad.labels import CLASSES, NORMAL
 from cxrad.manifest import read_manifest
 from cxrad.models import Classifier, RunConfig
-from cxrad.preprocess import PreprocessConfig, prepare
+from cxrad.preprocess import prepare
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ def load_site(
 
 def _from_folder(model: Classifier, config: RunConfig, root: Path) -> SiteFilms:
     names = {c.lower(): c for c in CLASSES}
-    p = config.preprocess
-    pre = PreprocessConfig(size=p.size, mode=p.mode, crop=p.crop, normalise=p.normalise)  # type: ignore[arg-type]
+    pre = config.preprocess.cache_config()
     classes = list(config.classes)
     images, labels, skipped = [], [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):

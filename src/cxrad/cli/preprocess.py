@@ -31,7 +31,8 @@ def preprocess(
         "none",
         "--crop",
         help="none|lungs. lungs: cut each film to the shipped lung segmenter's box plus a 5% "
-        "margin before resizing (its own cache; train and predict read the crop from the run)",
+        "margin before resizing (its own cache; train on it with `cxrad train --crop lungs`, "
+        "and predict, evaluate and serve read the crop from the run)",
     ),
     normalise: str = typer.Option(
         "none",

@@ -73,6 +73,12 @@ def train(
         "--normalise",
         help="use the cache built with `cxrad preprocess --normalise` (none, clahe, histeq)",
     ),
+    crop: str = typer.Option(
+        "none",
+        "--crop",
+        help="none|lungs. lungs: use the cache built with `cxrad preprocess --crop lungs`; "
+        "predict, evaluate, serve and the ONNX export then crop to the lungs too",
+    ),
     sampler: str = typer.Option(
         "shuffle",
         "--sampler",
@@ -139,6 +145,7 @@ def train(
     """
     from cxrad.data import augment_preset
     from cxrad.data.holdout import parse_sources
+    from cxrad.errors import TrainError
     from cxrad.models import parse_rule, read_config
     from cxrad.train import parse_devices
     from cxrad.train import train as train_run
@@ -147,6 +154,9 @@ def train(
     parse_rule(operating_point)
     if task != "multilabel":
         from cxrad.cli.oneclass import train_one_class_cli
+
+        if (crop, normalise) != ("none", "none"):
+            raise TrainError("--crop and --normalise apply to --task multilabel only; drop them")
 
         return train_one_class_cli(
             task, work, out, epochs, batch_size, lr, weight_decay, size, mode, seed, limit_train,
@@ -184,6 +194,7 @@ def train(
         hold_out=parse_sources(hold_out),
         sampler=sampler,
         normalise=normalise,
+        crop=crop,
     )
     if not (run / "config.json").is_file():  # a non-zero DDP rank: rank 0 reports
         return

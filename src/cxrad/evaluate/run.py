@@ -79,17 +79,15 @@ def open_dataset(work: str | Path, rows: pd.DataFrame, config: RunConfig) -> Any
         EvaluateError: no cache for the run's preprocessing; says which command builds it.
     """
     from cxrad.data import CachedDataset
-    from cxrad.preprocess import PreprocessConfig, open_cache
+    from cxrad.preprocess import open_cache
 
-    size, mode = config.preprocess.size, config.preprocess.mode
-    crop, norm = config.preprocess.crop, config.preprocess.normalise
+    pre = config.preprocess.cache_config()
     try:
-        cache = open_cache(work, PreprocessConfig(size=size, mode=mode, crop=crop, normalise=norm))  # type: ignore[arg-type]
+        cache = open_cache(work, pre)
     except (CacheError, FileNotFoundError) as e:
         raise EvaluateError(
-            f"{work} has no preprocessed cache for size {size}, mode {mode} (what this model "
-            f"expects); run `cxrad preprocess {work} --size {size} --mode {mode} --normalise "
-            f"{norm}` first ({e})"
+            f"{work} has no preprocessed cache for size {pre.size}, mode {pre.mode} (what this "
+            f"model expects); run `{pre.command(work)}` first ({e})"
         ) from e
     return CachedDataset(rows, cache, list(config.classes))
 

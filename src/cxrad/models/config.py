@@ -20,10 +20,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cxrad.errors import ModelError
 from cxrad.labels import NORMAL
+
+if TYPE_CHECKING:
+    from cxrad.preprocess import PreprocessConfig
 
 CONFIG = "config.json"
 CONFIG_VERSION = 2
@@ -66,6 +69,16 @@ class Preprocess:
     crop: str = "none"
     normalise: str = "none"
     """``"none"`` | ``"clahe"`` | ``"histeq"``: ``cxrad preprocess --normalise`` (absent = none)."""
+
+    def cache_config(self) -> PreprocessConfig:
+        """The :class:`~cxrad.preprocess.PreprocessConfig` of this run's cache and live pixels.
+
+        Raises:
+            PreprocessConfigError: a value this cxrad does not know (a newer run).
+        """
+        from cxrad.preprocess import PreprocessConfig
+
+        return PreprocessConfig(self.size, self.mode, self.crop, self.normalise)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from cxrad.predict.inputs import (
     find_inputs,
     unique_stem,
 )
-from cxrad.preprocess import PreprocessConfig, prepare
+from cxrad.preprocess import prepare
 from cxrad.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -116,12 +116,7 @@ class Predictor:
         self.workers = max(1, int(workers))
         self.classes: list[str] = list(self.config.classes)
         self.name: str = self.config.name
-        self.preprocess = PreprocessConfig(
-            size=self.config.preprocess.size,
-            mode=self.config.preprocess.mode,
-            crop=self.config.preprocess.crop,  # type: ignore[arg-type]
-            normalise=self.config.preprocess.normalise,
-        )
+        self.preprocess = self.config.preprocess.cache_config()
         fixed = [float(threshold)] * len(self.classes) if threshold_mode == "fixed" else None
         self.step = DecisionStep(self.config, thresholds=fixed)
         self.thresholds = self.step.thresholds

@@ -225,7 +225,7 @@ def open_cache(work: str | Path, config: PreprocessConfig | None = None) -> Cach
     """
     config = config or PreprocessConfig()
     directory = cache_dir(work, config)
-    hint = f"run `cxrad preprocess {work} --size {config.size} --mode {config.mode}`"
+    hint = f"run `{config.command(work)}`"
     meta = read_meta(directory)
     if meta is None:
         raise CacheError(f"no complete preprocessing cache at {directory}; {hint}")

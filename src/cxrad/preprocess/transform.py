@@ -87,6 +87,12 @@ class PreprocessConfig:
             del d["normalise"]
         return d
 
+    def command(self, work: str | Path) -> str:
+        """The ``cxrad preprocess`` command line that builds this config's cache in ``work``."""
+        extra = "" if self.crop == "none" else f" --crop {self.crop}"
+        extra += "" if self.normalise == "none" else f" --normalise {self.normalise}"
+        return f"cxrad preprocess {work} --size {self.size} --mode {self.mode}{extra}"
+
     @property
     def key(self) -> str:
         """Short hash of the config and :data:`PREPROCESS_VERSION`, e.g. ``"s256-letterbox-1a2b3c4d"``."""

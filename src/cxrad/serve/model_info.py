@@ -31,6 +31,8 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "max_pixels": settings.max_pixels,
             "size": predictor.preprocess.size,
             "mode": predictor.preprocess.mode,
+            "crop": predictor.preprocess.crop,
+            "normalise": predictor.preprocess.normalise,
             "model_input": dict(config.get("input") or {}),
         },
         "model_card": {

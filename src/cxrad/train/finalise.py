@@ -103,14 +103,13 @@ def val_logits(
     pre = config.preprocess
     ds = CachedDataset(
         val,
-        open_work_cache(work, pre.size, pre.mode, pre.normalise),
+        open_work_cache(work, pre.size, pre.mode, pre.normalise, pre.crop),
         list(config.classes),
         uint8=True,
     )
     if len(ds) == 0:
         raise TrainError(
-            f"no cached val images in {work}; run `cxrad preprocess {work} --size {pre.size} "
-            f"--mode {pre.mode}` first"
+            f"no cached val images in {work}; run `{pre.cache_config().command(work)}` first"
         )
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     return predict_logits(model, loader, gpu), ds.labels

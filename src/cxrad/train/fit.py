@@ -40,6 +40,7 @@ from cxrad.models import (
     probabilities,
 )
 from cxrad.options import suggest
+from cxrad.preprocess import PreprocessConfig
 from cxrad.train.checkpoints import (
     MONITOR,
     MovableCheckpoint,
@@ -99,6 +100,7 @@ def train(
     hold_out: Sequence[str] = (),
     sampler: str = "shuffle",
     normalise: str = "none",
+    crop: str = "none",
 ) -> Path:
     """Train ``model`` on ``WORK``'s train split, select on val macro AUROC, write the run ``out``.
 
@@ -138,6 +140,8 @@ def train(
         sampler: ``"shuffle"`` or ``"balanced"`` (over class x source, :mod:`cxrad.data.sampling`).
         normalise: the cache's intensity normalisation (``cxrad preprocess --normalise``);
             recorded under ``preprocess`` so prediction applies it too.
+        crop: the cache's crop, ``"none"`` or ``"lungs"`` (``cxrad preprocess --crop lungs``);
+            recorded under ``preprocess``, so predict, evaluate, serve and ONNX crop the same way.
 
     Returns:
         ``out``, now holding ``model.safetensors`` and ``config.json``.
@@ -161,7 +165,7 @@ def train(
         hw=hw if strategy is None else replace(hw, strategy=strategy),
         limit_train=limit_train, model_kwargs=model_kwargs,
         data_format=data_format, stream_base=stream_base,
-        hold_out=hold_out, sampler=sampler, normalise=normalise,
+        hold_out=hold_out, sampler=sampler, normalise=normalise, crop=crop,
     )  # fmt: skip
     pos_weight = pos_weight_from_labels(prep.train_ds.labels) if loss == "bce" else None
     lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed)
@@ -184,7 +188,7 @@ def train(
             },
             "classes": prep.classes,
             "input": lit.model.spec.contract(),
-            "preprocess": {"size": size, "mode": mode, "normalise": normalise},
+            "preprocess": {"size": size, "mode": mode, "crop": crop, "normalise": normalise},
             "activation": lit.activation,
             "held_out_sources": list(hold_out),
             "manifest_hash": manifest_hash(read_manifest(work)),
@@ -246,11 +250,12 @@ def prepare(
     hold_out: Sequence[str] = (),
     sampler: str = "shuffle",
     normalise: str = "none",
+    crop: str = "none",
 ) -> Prepared:
     """Check the options and the work folder, pick the classes, build loaders and the network.
 
     ``hold_out`` sources (and films linked to them) are dropped before anything else, so
-    neither train nor val sees them; ``sampler`` and ``normalise`` are as in :func:`train`.
+    neither train nor val sees them; ``sampler``, ``normalise`` and ``crop`` are as in :func:`train`.
 
     Raises:
         TrainError: bad options, no train/val rows, nothing cached.
@@ -263,6 +268,7 @@ def prepare(
     if loss not in LOSSES:
         raise TrainError(f"unknown loss {loss!r}; expected one of {LOSSES}.{suggest(loss, LOSSES)}")
     get_spec(model)  # an unknown name fails now, with "did you mean", not after loading data
+    pre = PreprocessConfig(size=size, mode=mode, crop=crop, normalise=normalise)  # type: ignore[arg-type]  # so do bad values
     df = drop_held_out(training_rows(work), hold_out)
     classes = trainable_classes(df[df["split"] == "train"])
     if not classes:
@@ -271,22 +277,22 @@ def prepare(
             "ingest datasets that label at least one class both ways"
         )
     pl.seed_everything(seed, workers=True, verbose=False)
-    if data_format == "webdataset" and (sampler != "shuffle" or normalise != "none"):
+    if data_format == "webdataset" and (sampler, normalise, crop) != ("shuffle", "none", "none"):
         raise TrainError(
-            "--sampler balanced and --normalise read the memmap cache; drop them or use "
+            "--sampler balanced, --normalise and --crop read the memmap cache; drop them or use "
             "--data-format cache"
         )
     if data_format == "webdataset":
         loaders = streamed_loaders(work, size, mode, stream_base, df, classes, batch_size, seed, hw)
     else:
-        cache = open_work_cache(work, size, mode, normalise)
+        cache = open_work_cache(work, size, mode, normalise, crop)
         loaders = make_dataloaders(
             df, cache, classes, batch_size=batch_size, workers=hw.workers, seed=seed,
             limit_train=limit_train, single_label=loss == "softmax", pin_memory=hw.gpu, uint8=True,
             sampler=sampler,
         )  # fmt: skip
     train_ds, val_ds = loaders.train.dataset, loaders.val.dataset
-    check_loaded(train_ds, val_ds, classes, work, size, mode)
+    check_loaded(train_ds, val_ds, classes, work, pre)
     logger.info(
         "training %s on %d images (%d val), %d classes: %s",
         model, len(train_ds), len(val_ds), len(classes), ", ".join(classes),

@@ -6,12 +6,15 @@ The checks here fail before any epoch runs, with the command that fixes the work
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cxrad.errors import TrainError
 from cxrad.manifest import STATUS_OK, read_manifest
+
+if TYPE_CHECKING:
+    from cxrad.preprocess import PreprocessConfig
 
 
 def training_rows(work: str | Path) -> Any:
@@ -60,10 +63,10 @@ def streamed_loaders(
 
 
 def check_loaded(
-    train_ds: Any, val_ds: Any, classes: list[str], work: Any, size: int, mode: str
+    train_ds: Any, val_ds: Any, classes: list[str], work: Any, config: PreprocessConfig
 ) -> None:
     """Refuse, before any epoch, a cache that lacks the split or a val split AUROC can't use."""
-    fix = f"run `cxrad preprocess {work} --size {size} --mode {mode}`"
+    fix = f"run `{config.command(work)}`"
     if len(train_ds) == 0:
         raise TrainError(f"none of the train rows are in the cache of {work}; {fix}")
     if len(val_ds) == 0:

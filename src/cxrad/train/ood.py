@@ -63,7 +63,8 @@ def fit_run_ood(
         raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
     df = df[df["status"] == STATUS_OK]
     size = int(cfg.preprocess.size)
-    cache = open_work_cache(work, size, str(cfg.preprocess.mode), cfg.preprocess.normalise)
+    pre = cfg.preprocess
+    cache = open_work_cache(work, size, str(pre.mode), pre.normalise, pre.crop)
     train_df = df[df["split"] == "train"]
     if len(train_df) > max_fit:
         train_df = train_df.sample(n=max_fit, random_state=seed).sort_index()
@@ -75,7 +76,7 @@ def fit_run_ood(
         if len(f) < 2:
             raise TrainError(
                 f"the {name} split of {work} has {len(f)} cached films; OOD statistics need "
-                f"at least 2 (run `cxrad preprocess {work} --size {size}`)"
+                f"at least 2 (run `{pre.cache_config().command(work)}`)"
             )
     ood = GaussianOOD().fit(feats["train"]).set_threshold(feats["val"], quantile)
     return attach_ood(path, ood)

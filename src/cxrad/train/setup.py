@@ -87,17 +87,18 @@ def hardware(
     )
 
 
-def open_work_cache(work: str | Path, size: int, mode: str, normalise: str = "none") -> Any:
-    """Open ``WORK``'s preprocessing cache for ``(size, mode)``, or say how to build it.
+def open_work_cache(
+    work: str | Path, size: int, mode: str, normalise: str = "none", crop: str = "none"
+) -> Any:
+    """Open ``WORK``'s preprocessing cache for ``(size, mode, normalise, crop)``, or say how to build it.
 
     Raises:
         TrainError: no such cache; names the ``cxrad preprocess`` command that builds it.
     """
     from cxrad.preprocess import PreprocessConfig, open_cache
 
-    config = PreprocessConfig(size=size, mode=mode, normalise=normalise)  # bad values raise
-    norm = f" --normalise {normalise}" if normalise != "none" else ""
-    fix = f"run `cxrad preprocess {work} --size {size} --mode {mode}{norm}` first"
+    config = PreprocessConfig(size=size, mode=mode, crop=crop, normalise=normalise)  # type: ignore[arg-type]  # bad values raise
+    fix = f"run `{config.command(work)}` first"
     try:
         return open_cache(work, config)
     except FileNotFoundError as e:
