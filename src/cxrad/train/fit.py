@@ -47,6 +47,7 @@ from cxrad.train.checkpoints import (
     clear_previous,
     keep_log_history,
 )
+from cxrad.train.domain import DOMAIN_COLUMN, build_adversary, check_dg
 from cxrad.train.finalise import finalise, predict_logits
 from cxrad.train.inputs import check_loaded, streamed_loaders, training_rows
 from cxrad.train.losses import pos_weight_from_labels
@@ -99,6 +100,8 @@ def train(
     hold_out: Sequence[str] = (),
     sampler: str = "shuffle",
     normalise: str = "none",
+    dg: str = "none",
+    dg_weight: float = 0.1,
 ) -> Path:
     """Train ``model`` on ``WORK``'s train split, select on val macro AUROC, write the run ``out``.
 
@@ -138,6 +141,9 @@ def train(
         sampler: ``"shuffle"`` or ``"balanced"`` (over class x source, :mod:`cxrad.data.sampling`).
         normalise: the cache's intensity normalisation (``cxrad preprocess --normalise``);
             recorded under ``preprocess`` so prediction applies it too.
+        dg: ``"none"`` or ``"adversarial"``: a training-only source head behind gradient
+            reversal (DANN, :mod:`cxrad.train.domain`); the saved model is a plain one.
+        dg_weight: the reversal factor at the end of DANN's ramp.
 
     Returns:
         ``out``, now holding ``model.safetensors`` and ``config.json``.
@@ -153,6 +159,7 @@ def train(
     args = {k: v for k, v in locals().items() if k not in ("callbacks", "t0")}
     args.update(work=str(work), out=str(out), devices=jsonable_devices(devices))
     rule = parse_rule(operating_point)  # a bad rule fails now, not after training
+    check_dg(dg, dg_weight)
     augment = augment if augment is not None else AugmentConfig()
     args["augment"] = augment.to_dict()
     hw = hardware(accelerator, devices, num_nodes, precision, workers, threads)
@@ -161,10 +168,11 @@ def train(
         hw=hw if strategy is None else replace(hw, strategy=strategy),
         limit_train=limit_train, model_kwargs=model_kwargs,
         data_format=data_format, stream_base=stream_base,
-        hold_out=hold_out, sampler=sampler, normalise=normalise,
+        hold_out=hold_out, sampler=sampler, normalise=normalise, dg=dg,
     )  # fmt: skip
     pos_weight = pos_weight_from_labels(prep.train_ds.labels) if loss == "bce" else None
-    lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed)
+    adv = build_adversary(prep.net, prep.train_ds, dg_weight, size) if dg != "none" else None
+    lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed, adv)
     out = Path(out)
     trainer = fit(
         lit, prep, out, max_epochs=max_epochs, patience=patience, resume=resume,
@@ -246,11 +254,12 @@ def prepare(
     hold_out: Sequence[str] = (),
     sampler: str = "shuffle",
     normalise: str = "none",
+    dg: str = "none",
 ) -> Prepared:
     """Check the options and the work folder, pick the classes, build loaders and the network.
 
     ``hold_out`` sources (and films linked to them) are dropped before anything else, so
-    neither train nor val sees them; ``sampler`` and ``normalise`` are as in :func:`train`.
+    neither train nor val sees them; ``sampler``, ``normalise`` and ``dg`` are as in :func:`train`.
 
     Raises:
         TrainError: bad options, no train/val rows, nothing cached.
@@ -271,9 +280,9 @@ def prepare(
             "ingest datasets that label at least one class both ways"
         )
     pl.seed_everything(seed, workers=True, verbose=False)
-    if data_format == "webdataset" and (sampler != "shuffle" or normalise != "none"):
+    if data_format == "webdataset" and (sampler, normalise, dg) != ("shuffle", "none", "none"):
         raise TrainError(
-            "--sampler balanced and --normalise read the memmap cache; drop them or use "
+            "--sampler balanced, --normalise and --dg read the memmap cache; drop them or use "
             "--data-format cache"
         )
     if data_format == "webdataset":
@@ -283,7 +292,7 @@ def prepare(
         loaders = make_dataloaders(
             df, cache, classes, batch_size=batch_size, workers=hw.workers, seed=seed,
             limit_train=limit_train, single_label=loss == "softmax", pin_memory=hw.gpu, uint8=True,
-            sampler=sampler,
+            sampler=sampler, domain=DOMAIN_COLUMN if dg != "none" else None,
         )  # fmt: skip
     train_ds, val_ds = loaders.train.dataset, loaders.val.dataset
     check_loaded(train_ds, val_ds, classes, work, size, mode)
