@@ -17,8 +17,9 @@ tbx11k, which has no TB-negative films, and holding it out leaves no TB positive
 
 Levers (each compared with ``baseline`` at the same budget, seed and data):
 ``balanced`` (``--sampler balanced``), ``site-aug`` (``--augment site``), ``clahe`` (a CLAHE
-cache, ``cxrad preprocess --normalise clahe``). A domain-generalisation lever (group DRO or a
-source-adversarial head) is not built yet.
+cache, ``cxrad preprocess --normalise clahe``), ``adversarial`` (``--dg adversarial``: a
+training-only source head behind gradient reversal, DANN, at the default ``--dg-weight``; only
+the sources left in the run's train rows are predicted).
 
 Example (one command; results are kept per run, so a killed benchmark resumes):
     PYTHONPATH=src .venv/bin/python benchmarks/bench_sites.py --work work/full \\
@@ -53,6 +54,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "balanced": {"sampler": "balanced"},
     "site-aug": {"augment": "site"},
     "clahe": {"normalise": "clahe"},
+    "adversarial": {"dg": "adversarial"},
 }
 BEGIN, END = "<!-- bench_sites:begin -->", "<!-- bench_sites:end -->"
 
