@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -157,6 +158,14 @@ def test_adversarial_onnx_graph_is_that_of_a_plain_run(runs: dict[str, Path]) ->
     ops = {k: [n.op_type for n in g.node] for k, g in graphs.items()}
     shapes = {k: sorted(tuple(i.dims) for i in g.initializer) for k, g in graphs.items()}
     assert ops["adv"] == ops["plain"] and shapes["adv"] == shapes["plain"]
+
+
+def test_resuming_an_adversarial_run_without_dg_says_so(
+    runs: dict[str, Path], work: Path, tmp_path: Path
+) -> None:
+    run = shutil.copytree(runs["adv"], tmp_path / "adv")
+    with pytest.raises(TrainError, match="does not fit"):
+        train(work, out=run, max_epochs=3, **TINY)
 
 
 def test_bad_dg_options_fail_before_training(work: Path, tmp_path: Path) -> None:
