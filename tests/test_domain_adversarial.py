@@ -100,9 +100,10 @@ def test_adversary_trains_its_head_and_reverses_the_features_gradient() -> None:
 
 def test_features_are_what_the_linear_head_reads() -> None:
     ds = SimpleNamespace(domains=["a", "b"], domain_codes=np.array([0, 1, 1]))
+    loader = SimpleNamespace(dataset=ds, sampler=None)
     for name in ("cxr-fast", "seed-fcn"):
         model = create_model(name, num_classes=3).eval()
-        adv = build_adversary(model, ds, 0.1, size=128)
+        adv = build_adversary(model, loader, 0.1, size=128)
         x = torch.rand(2, 1, 128, 128)
         with torch.no_grad():
             logits, feats = logits_and_features(model, x, adv.tap)
@@ -115,6 +116,10 @@ def test_features_are_what_the_linear_head_reads() -> None:
         assert not model.net._forward_pre_hooks and not any(
             m._forward_pre_hooks for m in model.modules()
         )  # the hook lived for that call only
+    # A balanced sampler draws source a as often as b: the head then weighs them alike.
+    loader.sampler = SimpleNamespace(weights=torch.tensor([0.5, 0.25, 0.25]))
+    adv = build_adversary(create_model("cxr-fast", num_classes=3), loader, 0.1, size=64)
+    assert adv.class_weight.tolist() == pytest.approx([1.0, 1.0])
 
 
 def test_dataset_codes_only_the_sources_of_its_rows(work: Path) -> None:

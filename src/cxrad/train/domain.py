@@ -122,7 +122,7 @@ class DomainAdversary(nn.Module):
     Args:
         in_features: width of the pooled features.
         domains: source names, in code order.
-        counts: train films per source, same order.
+        counts: train films (or expected draws) per source, same order.
         weight: ``dg_weight``, the reversal factor at the end of the ramp.
         tap: the classifier's linear head (see :func:`last_linear`), or None.
         hidden: the head's hidden width.
@@ -132,7 +132,7 @@ class DomainAdversary(nn.Module):
         self,
         in_features: int,
         domains: Sequence[str],
-        counts: Sequence[int],
+        counts: Sequence[float],
         weight: float = 0.1,
         tap: str | None = None,
         hidden: int = 256,
@@ -163,8 +163,13 @@ class DomainAdversary(nn.Module):
         return F.cross_entropy(self(features, coeff), domains.long(), weight=self.class_weight)
 
 
-def build_adversary(model: Classifier, train_ds: Any, weight: float, size: int) -> DomainAdversary:
-    """The adversary for ``model`` over the sources of ``train_ds`` (its ``domains``, ``domain_codes``)."""
+def build_adversary(model: Classifier, loader: Any, weight: float, size: int) -> DomainAdversary:
+    """The adversary for ``model`` over the sources of ``loader``'s train rows.
+
+    ``loader.dataset`` carries ``domains`` and ``domain_codes``; when ``loader.sampler`` draws
+    rows by ``weights`` (``--sampler balanced``), sources are weighted by how often they are
+    drawn, not by how many rows they have, so the two levers do not correct twice.
+    """
     tap = last_linear(model)
     if tap is not None:
         width = int(model.net.get_submodule(tap).in_features)
@@ -174,8 +179,11 @@ def build_adversary(model: Classifier, train_ds: Any, weight: float, size: int) 
         with torch.no_grad():
             width = int(model.forward_features(torch.zeros(2, 1, size, size)).shape[1])
         model.train(was)
-    counts = np.bincount(train_ds.domain_codes, minlength=len(train_ds.domains))
-    return DomainAdversary(width, train_ds.domains, counts.tolist(), weight, tap)
+    ds = loader.dataset
+    draws = getattr(loader.sampler, "weights", None)
+    draws = None if draws is None else np.asarray(draws, dtype=np.float64) * len(ds.domain_codes)
+    counts = np.bincount(ds.domain_codes, weights=draws, minlength=len(ds.domains))
+    return DomainAdversary(width, ds.domains, counts.tolist(), weight, tap)
 
 
 __all__ = [

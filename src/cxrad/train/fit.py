@@ -171,7 +171,7 @@ def train(
         hold_out=hold_out, sampler=sampler, normalise=normalise, dg=dg,
     )  # fmt: skip
     pos_weight = pos_weight_from_labels(prep.train_ds.labels) if loss == "bce" else None
-    adv = build_adversary(prep.net, prep.train_ds, dg_weight, size) if dg != "none" else None
+    adv = build_adversary(prep.net, prep.loaders.train, dg_weight, size) if dg != "none" else None
     lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed, adv)
     out = Path(out)
     trainer = fit(
