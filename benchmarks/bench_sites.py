@@ -19,8 +19,9 @@ Levers (each compared with ``baseline`` at the same budget, seed and data):
 ``balanced`` (``--sampler balanced``), ``site-aug`` (``--augment site``), ``clahe`` (a CLAHE
 cache, ``cxrad preprocess --normalise clahe``), ``lungs`` (``--crop lungs``: the shipped
 segmenter's lung box plus a 5 % margin; build its cache first with
-``cxrad preprocess work/full --size 128 --crop lungs``, at the benchmark's ``--size``). A
-domain-generalisation lever (group DRO or a source-adversarial head) is not built yet.
+``cxrad preprocess work/full --size 128 --crop lungs``, at the benchmark's ``--size``), ``adversarial`` (``--dg adversarial``: a
+training-only source head behind gradient reversal, DANN, at the default ``--dg-weight``; only
+the sources left in the run's train rows are predicted).
 
 Example (one command; results are kept per run, so a killed benchmark resumes):
     PYTHONPATH=src .venv/bin/python benchmarks/bench_sites.py --work work/full \\
@@ -56,6 +57,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "site-aug": {"augment": "site"},
     "clahe": {"normalise": "clahe"},
     "lungs": {"crop": "lungs"},
+    "adversarial": {"dg": "adversarial"},
 }
 BEGIN, END = "<!-- bench_sites:begin -->", "<!-- bench_sites:end -->"
 

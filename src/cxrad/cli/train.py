@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from cxrad.cli.app import app, err_console, quiet_lightning
+from cxrad.errors import TrainError
 
 
 @app.command()
@@ -84,6 +85,15 @@ def train(
         "--sampler",
         help="shuffle: each film once per epoch; balanced: each class x source cell equally often",
     ),
+    dg: str = typer.Option(
+        "none",
+        "--dg",
+        help="domain generalisation: none, or adversarial (a training-only head predicts each "
+        "film's source behind gradient reversal, DANN; the saved model is unchanged)",
+    ),
+    dg_weight: float = typer.Option(
+        0.1, "--dg-weight", help="--dg adversarial: the gradient-reversal factor after DANN's ramp"
+    ),
     patience: int = typer.Option(
         8, "--patience", min=0, help="early-stopping patience in epochs (0 = off)"
     ),
@@ -145,13 +155,16 @@ def train(
     """
     from cxrad.data import augment_preset
     from cxrad.data.holdout import parse_sources
-    from cxrad.errors import TrainError
     from cxrad.models import parse_rule, read_config
     from cxrad.train import parse_devices
     from cxrad.train import train as train_run
+    from cxrad.train.domain import check_dg
 
     aug = augment_preset(augment)  # an unknown name fails before any work starts
     parse_rule(operating_point)
+    check_dg(dg, dg_weight)
+    if task != "multilabel" and dg != "none":
+        raise TrainError("--dg applies to --task multilabel; drop it for --task one-class")
     if task != "multilabel":
         from cxrad.cli.oneclass import train_one_class_cli
 
@@ -195,6 +208,8 @@ def train(
         sampler=sampler,
         normalise=normalise,
         crop=crop,
+        dg=dg,
+        dg_weight=dg_weight,
     )
     if not (run / "config.json").is_file():  # a non-zero DDP rank: rank 0 reports
         return

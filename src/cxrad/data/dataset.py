@@ -27,11 +27,12 @@ class CacheLike(Protocol):
     def rows_for(self, df: pd.DataFrame) -> np.ndarray: ...
 
 
-class CachedDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class CachedDataset(Dataset[tuple[torch.Tensor, ...]]):
     """Images from the cache and their labels, for the given classes.
 
     Items are ``(x, y)``: ``x`` float32 ``(1, S, S)`` in [0, 1]; ``y`` float32 ``(C,)`` with
-    1 = present, 0 = absent and NaN = not annotated (the loss masks those out).
+    1 = present, 0 = absent and NaN = not annotated (the loss masks those out); with ``domain``,
+    ``(x, y, d)``.
 
     Args:
         df: manifest rows to serve (usually one split).
@@ -39,11 +40,15 @@ class CachedDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         classes: the model's output classes, in order.
         uint8: serve ``x`` as the cached ``uint8`` instead (a quarter of the bytes through loader
             workers and host-to-GPU copies); the training module scales it on the device.
+        domain: a manifest column (``source``) whose value each item also carries, as an
+            ``int64`` code, for a training-only head that predicts it (``--dg adversarial``).
 
     Attributes:
         df: the rows kept (those present in the cache), index reset.
         labels: ``(N, C)`` float32 label matrix of the kept rows.
         dropped: how many input rows were not in the cache.
+        domains: with ``domain``, the column's values among the kept rows, sorted (code order).
+        domain_codes: with ``domain``, ``(N,)`` each kept row's code.
 
     Example:
         >>> ds = CachedDataset(df[df.split == "train"], cache, ["NORMAL", "PNEUMONIA"])
@@ -51,7 +56,12 @@ class CachedDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """
 
     def __init__(
-        self, df: pd.DataFrame, cache: CacheLike, classes: Sequence[str], uint8: bool = False
+        self,
+        df: pd.DataFrame,
+        cache: CacheLike,
+        classes: Sequence[str],
+        uint8: bool = False,
+        domain: str | None = None,
     ) -> None:
         rows = np.asarray(cache.rows_for(df), dtype=np.int64)
         keep = rows >= 0
@@ -69,16 +79,25 @@ class CachedDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.labels = self.df[self.classes].to_numpy(dtype=np.float32).reshape(-1, len(classes))
         self.images = cache.images
         self.uint8 = uint8
+        self.domains: list[str] = []
+        self.domain_codes: np.ndarray | None = None
+        if domain is not None:  # only the values of the rows kept count
+            values = self.df[domain].astype(str).to_numpy()
+            names, codes = np.unique(values, return_inverse=True)
+            self.domains, self.domain_codes = [str(n) for n in names], codes.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         if self.uint8:
             x = torch.from_numpy(np.array(self.images[self.rows[i]], dtype=np.uint8))
         else:
             x = torch.from_numpy(np.asarray(self.images[self.rows[i]], dtype=np.float32) / 255.0)
-        return x[None], torch.from_numpy(self.labels[i].copy())
+        y = torch.from_numpy(self.labels[i].copy())
+        if self.domain_codes is None:
+            return x[None], y
+        return x[None], y, torch.tensor(self.domain_codes[i])
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled np.memmap carries its whole content: reopen it by file name in workers.

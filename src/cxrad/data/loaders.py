@@ -61,6 +61,7 @@ def make_dataloaders(
     pin_memory: bool = False,
     uint8: bool = False,
     sampler: str = "shuffle",
+    domain: str | None = None,
 ) -> Loaders:
     """Train and val loaders over a split manifest (``split`` column) and its cache.
 
@@ -77,6 +78,7 @@ def make_dataloaders(
         uint8: batches carry ``uint8`` images, scaled to [0, 1] later on the device.
         sampler: ``"shuffle"`` (each film once per epoch) or ``"balanced"`` (each class x source
             cell equally often, see :mod:`cxrad.data.sampling`).
+        domain: a column the train items also carry as a code (see :class:`CachedDataset`).
     """
     train_df = df[df["split"] == "train"]
     val_df = df[df["split"] == "val"]
@@ -91,7 +93,7 @@ def make_dataloaders(
     if limit_train is not None and limit_train < len(train_df):
         logger.info("limit_train: using %d of %d train rows", limit_train, len(train_df))
         train_df = train_df.sample(n=limit_train, random_state=seed).sort_index()
-    train_ds = CachedDataset(train_df, cache, classes, uint8=uint8)
+    train_ds = CachedDataset(train_df, cache, classes, uint8=uint8, domain=domain)
     val_ds = CachedDataset(val_df, cache, classes, uint8=uint8)
     common = {
         "batch_size": batch_size,

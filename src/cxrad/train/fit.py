@@ -48,6 +48,7 @@ from cxrad.train.checkpoints import (
     clear_previous,
     keep_log_history,
 )
+from cxrad.train.domain import DOMAIN_COLUMN, build_adversary, check_dg
 from cxrad.train.finalise import finalise, predict_logits
 from cxrad.train.inputs import check_loaded, streamed_loaders, training_rows
 from cxrad.train.losses import pos_weight_from_labels
@@ -101,6 +102,8 @@ def train(
     sampler: str = "shuffle",
     normalise: str = "none",
     crop: str = "none",
+    dg: str = "none",
+    dg_weight: float = 0.1,
 ) -> Path:
     """Train ``model`` on ``WORK``'s train split, select on val macro AUROC, write the run ``out``.
 
@@ -142,6 +145,9 @@ def train(
             recorded under ``preprocess`` so prediction applies it too.
         crop: the cache's crop, ``"none"`` or ``"lungs"`` (``cxrad preprocess --crop lungs``);
             recorded under ``preprocess``, so predict, evaluate, serve and ONNX crop the same way.
+        dg: ``"none"`` or ``"adversarial"``: a training-only source head behind gradient
+            reversal (DANN, :mod:`cxrad.train.domain`); the saved model is a plain one.
+        dg_weight: the reversal factor at the end of DANN's ramp.
 
     Returns:
         ``out``, now holding ``model.safetensors`` and ``config.json``.
@@ -157,6 +163,7 @@ def train(
     args = {k: v for k, v in locals().items() if k not in ("callbacks", "t0")}
     args.update(work=str(work), out=str(out), devices=jsonable_devices(devices))
     rule = parse_rule(operating_point)  # a bad rule fails now, not after training
+    check_dg(dg, dg_weight)
     augment = augment if augment is not None else AugmentConfig()
     args["augment"] = augment.to_dict()
     hw = hardware(accelerator, devices, num_nodes, precision, workers, threads)
@@ -165,10 +172,11 @@ def train(
         hw=hw if strategy is None else replace(hw, strategy=strategy),
         limit_train=limit_train, model_kwargs=model_kwargs,
         data_format=data_format, stream_base=stream_base,
-        hold_out=hold_out, sampler=sampler, normalise=normalise, crop=crop,
+        hold_out=hold_out, sampler=sampler, normalise=normalise, crop=crop, dg=dg,
     )  # fmt: skip
     pos_weight = pos_weight_from_labels(prep.train_ds.labels) if loss == "bce" else None
-    lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed)
+    adv = build_adversary(prep.net, prep.loaders.train, dg_weight, size) if dg != "none" else None
+    lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed, adv)
     out = Path(out)
     trainer = fit(
         lit, prep, out, max_epochs=max_epochs, patience=patience, resume=resume,
@@ -251,11 +259,12 @@ def prepare(
     sampler: str = "shuffle",
     normalise: str = "none",
     crop: str = "none",
+    dg: str = "none",
 ) -> Prepared:
     """Check the options and the work folder, pick the classes, build loaders and the network.
 
     ``hold_out`` sources (and films linked to them) are dropped before anything else, so
-    neither train nor val sees them; ``sampler``, ``normalise`` and ``crop`` are as in :func:`train`.
+    neither train nor val sees them; ``sampler``, ``normalise``, ``crop`` and ``dg`` are as in :func:`train`.
 
     Raises:
         TrainError: bad options, no train/val rows, nothing cached.
@@ -277,9 +286,14 @@ def prepare(
             "ingest datasets that label at least one class both ways"
         )
     pl.seed_everything(seed, workers=True, verbose=False)
-    if data_format == "webdataset" and (sampler, normalise, crop) != ("shuffle", "none", "none"):
+    if data_format == "webdataset" and (sampler, normalise, crop, dg) != (
+        "shuffle",
+        "none",
+        "none",
+        "none",
+    ):
         raise TrainError(
-            "--sampler balanced, --normalise and --crop read the memmap cache; drop them or use "
+            "--sampler balanced, --normalise, --crop and --dg read the memmap cache; drop them or use "
             "--data-format cache"
         )
     if data_format == "webdataset":
@@ -289,7 +303,7 @@ def prepare(
         loaders = make_dataloaders(
             df, cache, classes, batch_size=batch_size, workers=hw.workers, seed=seed,
             limit_train=limit_train, single_label=loss == "softmax", pin_memory=hw.gpu, uint8=True,
-            sampler=sampler,
+            sampler=sampler, domain=DOMAIN_COLUMN if dg != "none" else None,
         )  # fmt: skip
     train_ds, val_ds = loaders.train.dataset, loaders.val.dataset
     check_loaded(train_ds, val_ds, classes, work, pre)

@@ -17,6 +17,7 @@ import torch
 
 from cxrad.data.augment import AugmentConfig, RadiographAugment
 from cxrad.models import Classifier, probabilities
+from cxrad.train.domain import DomainAdversary, logits_and_features
 from cxrad.train.losses import masked_bce_with_logits, single_label_cross_entropy
 from cxrad.train.metrics import macro_auroc, per_class_auroc
 
@@ -42,6 +43,8 @@ class CxrModule(pl.LightningModule):
         weight_decay: AdamW decoupled weight decay.
         augment: augmentation ranges; None disables augmentation.
         seed: keys the augmentation generator.
+        adversary: a training-only source head (``--dg adversarial``); train batches then carry
+            source codes. It sits beside ``model``, never in it, so the saved run is unchanged.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class CxrModule(pl.LightningModule):
         weight_decay: float = 1e-4,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        adversary: DomainAdversary | None = None,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -66,6 +70,7 @@ class CxrModule(pl.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.augment = RadiographAugment(augment, seed=seed) if augment is not None else None
+        self.adversary = adversary
         self.activation = "softmax" if loss == "softmax" else "sigmoid"
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
@@ -76,24 +81,30 @@ class CxrModule(pl.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Loaders may send uint8 images (4x fewer bytes to copy); scale them here, on the device.
-        x, y = batch
-        return to_unit_float(x), y
+        x, *rest = batch
+        return (to_unit_float(x), *rest)
 
     def compute_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "softmax":
             return single_label_cross_entropy(logits, y)
         return masked_bce_with_logits(logits, y, self.pos_weight)
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y, *domains = batch
         if self.augment is not None:
             # The batch is already on the device: augment it there, keyed on its position.
             x = self.augment(x, epoch=self.current_epoch, step=batch_idx, rank=self.global_rank)
-        loss = self.compute_loss(self.model(x), y)
+        if self.adversary is None:
+            loss = self.compute_loss(self.model(x), y)
+        else:
+            logits, features = logits_and_features(self.model, x, self.adversary.tap)
+            loss = self.compute_loss(logits, y)
+            progress = self.global_step / max(int(self.trainer.estimated_stepping_batches), 1)
+            d_loss = self.adversary.loss(features, domains[0], progress)
+            self.log("train_domain_loss", d_loss, on_step=True, on_epoch=True, batch_size=len(x))
+        # train_loss stays the classification loss, comparable with runs without a source head.
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
-        return loss
+        return loss if self.adversary is None else loss + d_loss
 
     def on_validation_epoch_start(self) -> None:
         self._val_probs, self._val_labels = [], []
@@ -129,7 +140,10 @@ class CxrModule(pl.LightningModule):
         # AdamW + linear warm-up then cosine decay (one-cycle shape): robust from scratch. The
         # length is read from this trainer, not restored from a checkpoint, so a run resumed with
         # more epochs stretches its schedule instead of failing.
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        params = [*self.model.parameters()]
+        if self.adversary is not None:
+            params += self.adversary.parameters()
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
