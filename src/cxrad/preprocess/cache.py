@@ -229,6 +229,7 @@ def preprocess_work(
             len(todo),
             len(chunks),
         )
+        store.check_free_space(directory, len(todo), config.size, chunk_size)
         new_names = _run_chunks(directory, chunks, config, workers, max_pixels, progress, len(todo))
         if new_names:
             for sh in store.read_shards(directory, config.size):
