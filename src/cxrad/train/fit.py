@@ -42,9 +42,11 @@ from cxrad.models import (
 from cxrad.options import suggest
 from cxrad.train.checkpoints import (
     MONITOR,
+    AtomicCheckpointIO,
     MovableCheckpoint,
     best_checkpoint,
     clear_previous,
+    drop_partial_checkpoints,
     keep_log_history,
 )
 from cxrad.train.finalise import finalise, predict_logits
@@ -318,6 +320,7 @@ def fit(
     last = ckpt_dir / "last.ckpt"
     if not resume:
         clear_previous(out)
+    drop_partial_checkpoints(ckpt_dir)
     ckpt_cb = MovableCheckpoint(
         dirpath=ckpt_dir, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
         monitor=MONITOR, mode="max", save_top_k=1,
@@ -338,7 +341,7 @@ def fit(
         callbacks=cbs, logger=CSVLogger(save_dir=out, name="logs", version="", flush_logs_every_n_steps=10),
         enable_progress_bar=progress, enable_model_summary=progress,
         num_sanity_val_steps=0, log_every_n_steps=min(50, max(len(prep.loaders.train), 1)),
-        default_root_dir=out,
+        default_root_dir=out, plugins=[AtomicCheckpointIO()],
     )  # fmt: skip
     ckpt_path = last if resume and last.is_file() else None
     if ckpt_path:
