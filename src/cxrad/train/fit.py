@@ -34,6 +34,7 @@ from cxrad.models import (
     DEFAULT_RULE,
     Classifier,
     RunConfig,
+    check_input_size,
     create_model,
     get_spec,
     parse_rule,
@@ -152,6 +153,7 @@ def train(
     """
     t0 = time.perf_counter()
     hold_out = parse_sources(hold_out)
+    check_input_size(model, size)  # before any data is read
     args = {k: v for k, v in locals().items() if k not in ("callbacks", "t0")}
     args.update(work=str(work), out=str(out), devices=jsonable_devices(devices))
     rule = parse_rule(operating_point)  # a bad rule fails now, not after training
