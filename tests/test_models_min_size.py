@@ -76,4 +76,4 @@ def test_train_cli_checks_the_size_before_reading_data(
     err = " ".join(capsys.readouterr().err.split())
     assert exc.value.code == 2 and "Traceback" not in err
     assert f"{model} needs inputs of at least {needed} px" in err
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cxrad.cli.app import app, err_console, progress_bar
+from cxrad.cli.app import app, err_console, progress_bar, writable_folder
 from cxrad.errors import IngestError
 from cxrad.ingest import ADAPTERS, ingest
 from cxrad.ingest.registry import get_adapter
@@ -65,6 +65,7 @@ def ingest_command(
         raise IngestError("no dataset folder given; pass at least one DIR (or --relocate OLD=NEW)")
     if fmt is not None:
         get_adapter(fmt)  # a typo fails before any work, with "did you mean"
+    writable_folder(Path(out), create=False)  # before hashing, which can take a while
     with contextlib.ExitStack() as stack:
         bar: list[Progress] = []
 
