@@ -1,7 +1,9 @@
 """Ingest adapters: one shared contract, subclassed per adapter, plus expected labels.
 
-Layouts missing from ../shared/data are built in tmp_path from real images (symlinks) with
-label files written in the documented format.
+Classes marked ``data`` read the real releases in ../shared/data; the others build their layout
+in tmp_path from tiny synthetic images (adapters never read pixels) with label files written in
+the documented format, so they run without the data. test_ingest_adapters_synthetic.py has a
+synthetic twin of every real-data class.
 """
 
 # ruff: noqa: RUF012  (per-adapter expectations are class-level tables, never mutated)
@@ -20,8 +22,7 @@ from cxrad.errors import IngestError
 from cxrad.ingest import ADAPTERS, detect_format
 from cxrad.labels import CLASSES, FINDINGS
 from cxrad.manifest import BASE_COLUMNS
-
-pytestmark = pytest.mark.data
+from synth_layouts import tiny_image, tiny_images
 
 NAN = float("nan")
 NORMAL_ROW = {"NORMAL": 1.0, **dict.fromkeys(FINDINGS, 0.0)}
@@ -34,9 +35,9 @@ def link(src: Path, dst: Path) -> Path:
     return dst
 
 
-def real_images(data: Path, n: int) -> list[Path]:
-    """``n`` real NIH PNGs to populate layouts that ../shared/data lacks."""
-    return sorted((data / "nih-chestxray14" / "images").glob("*.png"))[:n]
+def fill(base: Path, rels: list[str]) -> None:
+    """A tiny synthetic film at each relative path (the layout tests need names, not pixels)."""
+    tiny_images(base, rels)
 
 
 def same(a: object, b: object) -> bool:
@@ -57,13 +58,16 @@ class AdapterContract:
     name: str
     expected: dict[str, dict[str, object]] = {}
     n_rows: int | None = None
+    real = False
+    """True: ``build`` reads ../shared/data (mark the class ``data``); else ``data`` is None."""
 
-    def build(self, tmp: Path, data: Path) -> Path:
+    def build(self, tmp: Path, data: Path | None) -> Path:
         raise NotImplementedError
 
     @pytest.fixture
-    def root(self, tmp_path: Path, shared_data: Path) -> Path:
-        return self.build(tmp_path, shared_data)
+    def root(self, tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+        data = request.getfixturevalue("shared_data") if self.real else None
+        return self.build(tmp_path, data)
 
     @pytest.fixture
     def df(self, root: Path, tmp_path: Path):
@@ -126,10 +130,35 @@ class AdapterContract:
         assert again.equals(df)
 
 
+@pytest.mark.data
+class RealRelease(AdapterContract):
+    """A real release in ../shared/data: every contract check as one test, plus its labels.
+
+    The synthetic twins (test_ingest_adapters_synthetic.py) report each check apart and run
+    without the data; here the same checks run on the real files' quirks. The bad-root check
+    reads no data, so it runs only on the twins.
+    """
+
+    real = True
+    test_detected = test_columns_and_dtypes = test_ids_unique_and_prefixed = None
+    test_label_values = test_patient_ids_prefixed = test_ok_rows_exist_on_disk = None
+    test_read_is_deterministic = test_wrong_root_raises = None
+
+    def test_meets_the_contract(self, root: Path, df) -> None:
+        c = AdapterContract
+        c.test_detected(self, root)
+        c.test_columns_and_dtypes(self, df)
+        c.test_ids_unique_and_prefixed(self, df)
+        c.test_label_values(self, df)
+        c.test_patient_ids_prefixed(self, df)
+        c.test_ok_rows_exist_on_disk(self, df)
+        c.test_read_is_deterministic(self, root, df)
+
+
 PED = "kaggle-pediatric"
 
 
-class TestPediatric(AdapterContract):
+class TestPediatric(RealRelease):
     name = PED
     n_rows = 5840
     expected = {
@@ -173,26 +202,16 @@ class TestPediatricResplit(AdapterContract):
         f"{PED}/test/PNEUMONIA/person1_bacteria_1.jpeg": {"patient_id": f"{PED}:test/person1"},
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        src = data / "kaggle-pediatric-pneumonia" / "chest_xray" / "train"
+    def build(self, tmp: Path, data: Path | None) -> Path:
         base = tmp / "labeled-chest-xray-images" / "chest_xray"
-        link(
-            src / "PNEUMONIA" / "person1_bacteria_1.jpeg",
-            base / "test/PNEUMONIA/person1_bacteria_1.jpeg",
-        )
-        link(
-            src / "PNEUMONIA" / "person1_bacteria_2.jpeg",
-            base / "val/PNEUMONIA/person1_virus_6.jpeg",
-        )
-        link(src / "NORMAL" / "IM-0115-0001.jpeg", base / "train/NORMAL/IM-0115-0001.jpeg")
-        link(src / "NORMAL" / "IM-0117-0001.jpeg", base / "train/NORMAL/IM-0117-0001.jpeg")
+        fill(base, ["test/PNEUMONIA/person1_bacteria_1.jpeg", "val/PNEUMONIA/person1_virus_6.jpeg", "train/NORMAL/IM-0115-0001.jpeg", "train/NORMAL/IM-0117-0001.jpeg"])  # fmt: skip
         return base
 
 
 RAD = "covid19-radiography"
 
 
-class TestRadiography(AdapterContract):
+class TestRadiography(RealRelease):
     name = RAD
     n_rows = 2500
     expected = {
@@ -223,21 +242,18 @@ class TestRadiographyFullLayout(AdapterContract):
         f"{RAD}/Normal/images/Normal-1.png": NORMAL_ROW,
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        imgs = real_images(data, 4)
+    def build(self, tmp: Path, data: Path | None) -> Path:
         base = tmp / "COVID-19_Radiography_Dataset"
-        for img, cls in zip(
-            imgs, ["COVID", "Normal", "Viral Pneumonia", "Lung_Opacity"], strict=True
-        ):
-            link(img, base / cls / "images" / f"{cls}-1.png")
-            link(img, base / cls / "masks" / f"{cls}-1.png")
+        for cls in ["COVID", "Normal", "Viral Pneumonia", "Lung_Opacity"]:
+            tiny_image(base / cls / "images" / f"{cls}-1.png")
+            tiny_image(base / cls / "masks" / f"{cls}-1.png", seed=0)
         return tmp
 
 
 NIH = "nih"
 
 
-class TestNIH(AdapterContract):
+class TestNIH(RealRelease):
     name = NIH
     n_rows = 1289
     expected = {
@@ -291,11 +307,8 @@ class TestNIHArchiveLayout(AdapterContract):
         },
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        a, b, c = real_images(data, 3)
-        link(a, tmp / "images_001/images/00000001_000.png")
-        link(b, tmp / "images_002/images/00000002_000.png")
-        link(c, tmp / "images_002/images/99999999_000.png")
+    def build(self, tmp: Path, data: Path | None) -> Path:
+        fill(tmp, ["images_001/images/00000001_000.png", "images_002/images/00000002_000.png", "images_002/images/99999999_000.png"])  # fmt: skip
         header = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"  # fmt: skip
         (tmp / "Data_Entry_2017.csv").write_text(
             header
@@ -310,7 +323,7 @@ class TestNIHArchiveLayout(AdapterContract):
 TBX = "tbx11k"
 
 
-class TestTBX11K(AdapterContract):
+class TestTBX11K(RealRelease):
     name = TBX
     n_rows = 650
     expected = {
@@ -325,7 +338,7 @@ class TestTBX11K(AdapterContract):
         assert "ObsoletePulmonaryTuberculosis" in meta and "[2840, 2827]" in meta
 
 
-class TestTBX11KJson(AdapterContract):
+class TestTBX11KJson(RealRelease):
     """The torchxrayvision test tree: COCO json annotations, a healthy and a sick image."""
 
     name = TBX

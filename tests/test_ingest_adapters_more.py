@@ -1,4 +1,7 @@
-"""Ingest adapters, continued: ieee8023, COVIDx and the class-folder layouts."""
+"""Ingest adapters, continued: ieee8023, COVIDx and the class-folder layouts.
+
+Only the classes marked ``data`` read ../shared/data; the rest build tiny synthetic layouts.
+"""
 
 # ruff: noqa: RUF012  (per-adapter expectations are class-level tables, never mutated)
 from __future__ import annotations
@@ -10,14 +13,13 @@ import pytest
 
 from cxrad.ingest import ADAPTERS
 from cxrad.ingest.tables import ieee_labels
-from test_ingest_adapters import NAN, NORMAL_ROW, AdapterContract, link, real_images
-
-pytestmark = pytest.mark.data
+from synth_layouts import tiny_image
+from test_ingest_adapters import NAN, NORMAL_ROW, AdapterContract, RealRelease, fill
 
 IEEE = "ieee8023"
 
 
-class TestIEEE8023(AdapterContract):
+class TestIEEE8023(RealRelease):
     name = IEEE
     n_rows = 659  # one row per metadata.csv line, none dropped
     expected = {
@@ -90,10 +92,8 @@ class TestCOVIDx(AdapterContract):
         f"{COVIDX}/test/e.png": {"COVID_19": 1.0, "status": "ok"},
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        imgs = real_images(data, 5)
-        for img, name in zip(imgs, ["train/a.png", "train/b.png", "test/c.png", "test/d.png", "test/e.png"], strict=True):  # fmt: skip
-            link(img, tmp / name)
+    def build(self, tmp: Path, data: Path | None) -> Path:
+        fill(tmp, ["train/a.png", "train/b.png", "test/c.png", "test/d.png", "test/e.png"])
         (tmp / "train_COVIDx9B.txt").write_text(
             "5 a.png positive cohen\n6 b.png negative rsna\n8 gone.png positive sirm\n"
         )
@@ -101,6 +101,7 @@ class TestCOVIDx(AdapterContract):
         return tmp
 
 
+@pytest.mark.data
 def test_covidx_label_files_without_images_are_missing_rows(shared_data: Path) -> None:
     df = ADAPTERS[COVIDX].read(shared_data / "covidx")
     assert len(df) == 30882
@@ -123,12 +124,9 @@ class TestTBRadiography(AdapterContract):
         f"{TBR}/Normal/Normal-1.png": NORMAL_ROW,
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        tb = sorted((data / "tbx11k/imgs/tb").glob("*.png"))[:2]
+    def build(self, tmp: Path, data: Path | None) -> Path:
         base = tmp / "TB_Chest_Radiography_Database"
-        link(tb[0], base / "Tuberculosis/Tuberculosis-1.png")
-        link(tb[1], base / "Tuberculosis/Tuberculosis-2.png")
-        link(real_images(data, 1)[0], base / "Normal/Normal-1.png")
+        fill(base, ["Tuberculosis/Tuberculosis-1.png", "Tuberculosis/Tuberculosis-2.png", "Normal/Normal-1.png"])  # fmt: skip
         (base / "Normal.metadata.xlsx").write_text("not read")
         return tmp
 
@@ -145,12 +143,9 @@ class TestMontgomeryShenzhen(AdapterContract):
         f"{MS}/CXR_png/odd.png": {"status": "unmapped label: no _0/_1 suffix"},
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        a, b, c = real_images(data, 3)
+    def build(self, tmp: Path, data: Path | None) -> Path:
         base = tmp / "Lung Segmentation"
-        link(a, base / "CXR_png/MCUCXR_0001_0.png")
-        link(b, base / "CXR_png/CHNCXR_0327_1.png")
-        link(c, base / "CXR_png/odd.png")
+        fill(base / "CXR_png", ["MCUCXR_0001_0.png", "CHNCXR_0327_1.png", "odd.png"])
         (base / "ClinicalReadings").mkdir()
         (base / "ClinicalReadings/CHNCXR_0327_1.txt").write_text("male 35yrs\nPTB in the right upper field, pleural effusion\n")  # fmt: skip
         return tmp
@@ -161,13 +156,14 @@ class TestMontgomeryShenzhen(AdapterContract):
         assert pd.isna(r["EFFUSION"])  # no keyword matching into classes
 
 
-def _split_class_tree(tmp: Path, data: Path, top: str, classes: list[str]) -> None:
-    """``top/{train,test}/<class>/`` with real pediatric-named images (the tricky case)."""
-    src = sorted((data / "kaggle-pediatric-pneumonia/chest_xray/train/NORMAL").glob("*.jpeg"))
+PEDIATRIC_NAMES = ["IM-0115-0001.jpeg", "IM-0117-0001.jpeg", "IM-0119-0001.jpeg"]
+
+
+def _split_class_tree(tmp: Path, top: str, classes: list[str]) -> None:
+    """``top/{train,test}/<class>/`` with pediatric-named images (the tricky case)."""
     for split in ("train", "test"):
-        for i, cls in enumerate(classes):
-            img = src[i]
-            link(img, tmp / top / split / cls / img.name)
+        for name, cls in zip(PEDIATRIC_NAMES, classes, strict=False):
+            tiny_image(tmp / top / split / cls / name)
 
 
 PR = "prashant268"
@@ -186,8 +182,8 @@ class TestPrashant(AdapterContract):
         f"{PR}/test/NORMAL/IM-0117-0001.jpeg": NORMAL_ROW,
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        _split_class_tree(tmp, data, "Data", ["COVID19", "NORMAL", "PNEUMONIA"])
+    def build(self, tmp: Path, data: Path | None) -> Path:
+        _split_class_tree(tmp, "Data", ["COVID19", "NORMAL", "PNEUMONIA"])
         return tmp
 
 
@@ -206,8 +202,8 @@ class TestKhoongweihao(AdapterContract):
         f"{KH}/test/NORMAL/IM-0115-0001.jpeg": NORMAL_ROW,
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        _split_class_tree(tmp, data, "xray_dataset_covid19", ["NORMAL", "PNEUMONIA"])
+    def build(self, tmp: Path, data: Path | None) -> Path:
+        _split_class_tree(tmp, "xray_dataset_covid19", ["NORMAL", "PNEUMONIA"])
         return tmp
 
 
@@ -222,10 +218,8 @@ class TestNabeel(AdapterContract):
         f"{NB}/normal/y.png": NORMAL_ROW,
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        a, b = real_images(data, 2)
-        link(a, tmp / "dataset/covid/x.png")
-        link(b, tmp / "dataset/normal/y.png")
+    def build(self, tmp: Path, data: Path | None) -> Path:
+        fill(tmp / "dataset", ["covid/x.png", "normal/y.png"])
         return tmp
 
 
@@ -243,10 +237,8 @@ class TestGeneric(AdapterContract):
         f"{GEN}/weird stuff/e.png": {"status": "unmapped label: weird stuff"},
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        imgs = real_images(data, 5)
-        for img, rel in zip(imgs, ["Covid-19/a.png", "tb/b.png", "Normal/c.png", "Nodules/sub/d.png", "weird stuff/e.png"], strict=True):  # fmt: skip
-            link(img, tmp / "mine" / rel)
+    def build(self, tmp: Path, data: Path | None) -> Path:
+        fill(tmp / "mine", ["Covid-19/a.png", "tb/b.png", "Normal/c.png", "Nodules/sub/d.png", "weird stuff/e.png"])  # fmt: skip
         (tmp / "mine/Normal/readme.txt").write_text("not an image")
         return tmp / "mine"
 
@@ -259,8 +251,6 @@ class TestGenericWithSplits(AdapterContract):
         f"{GEN}/Validation/healthy/b.png": {**NORMAL_ROW, "official_split": "val"},
     }
 
-    def build(self, tmp: Path, data: Path) -> Path:
-        a, b = real_images(data, 2)
-        link(a, tmp / "train/effusion/a.png")
-        link(b, tmp / "Validation/healthy/b.png")
+    def build(self, tmp: Path, data: Path | None) -> Path:
+        fill(tmp, ["train/effusion/a.png", "Validation/healthy/b.png"])
         return tmp

@@ -152,3 +152,18 @@ def test_suffixless_dicom_is_ingested_and_stray_files_are_reported(
     assert stray["examples"]["not an image type"] == [str(root / "TB" / "report.docx")]
     assert "1 file left out of the manifest (not an image type: 1)" in err
     assert "report.docx" in err and "labels.csv" not in err
+
+
+def test_reingesting_a_split_work_says_the_split_is_dropped(tmp_path: Path, monkeypatch, capsys) -> None:  # fmt: skip
+    data, work = tiny_tree(tmp_path / "mine", {"Normal": 6, "tb": 6}), tmp_path / "work"
+    code, err = run_cli(["ingest", str(data), "--out", str(work), "--no-hash"], monkeypatch, capsys)
+    assert code == 0 and "split is dropped" not in err  # nothing to drop yet
+    assert run_cli(["split", str(work)], monkeypatch, capsys)[0] == 0
+    assert read_manifest(work)["split"].notna().all()
+    code, err = run_cli(["ingest", str(data), "--out", str(work), "--no-hash"], monkeypatch, capsys)
+    err = " ".join(err.split())
+    assert code == 0 and "warning:" in err and "the split is dropped" in err
+    assert f"rerun `cxrad split {work}`" in err and "train " in err
+    assert "split" not in read_manifest(work).columns
+    summary = json.loads((work / "ingest_summary.json").read_text())
+    assert "the split is dropped" in summary["split_dropped"]

@@ -1,4 +1,8 @@
-"""Hashing: sha1 finds byte copies, phash survives resizing, bad files become reasons."""
+"""Hashing: sha1 finds byte copies, phash survives resizing, bad files become reasons.
+
+Tests that only need some film use synthetic ones (``films``); the phash and DICOM checks on
+real pairs and fixtures are marked ``data``.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,19 @@ from PIL import Image
 from cxrad.image import read_image
 from cxrad.manifest import hashing, make_rows
 from cxrad.manifest.hashing import add_hashes, hash_file
+from helpers import synthetic_xray
 
-pytestmark = pytest.mark.data
+
+def films(folder: Path, n: int, suffix: str = ".png", side: int = 64) -> list[Path]:
+    """``n`` distinct synthetic chest-like films."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        path = folder / f"f{i:03d}{suffix}"
+        Image.fromarray(synthetic_xray("NORMAL", rng, side)).save(path)
+        out.append(path)
+    return out
 
 
 def rows(paths: list[Path], status: str = "ok"):
@@ -28,16 +43,16 @@ def distance(a: str, b: str) -> int:
     return imagehash.hex_to_hash(a) - imagehash.hex_to_hash(b)
 
 
-def test_identical_files_identical_sha1(tmp_path: Path, shared_data: Path) -> None:
-    src = sorted((shared_data / "nih-chestxray14/images").glob("*.png"))[0]
+def test_identical_files_identical_sha1(tmp_path: Path) -> None:
+    src, other = films(tmp_path / "src", 2)
     a, b = shutil.copy(src, tmp_path / "a.png"), shutil.copy(src, tmp_path / "b.png")
-    other = sorted((shared_data / "nih-chestxray14/images").glob("*.png"))[1]
     df = add_hashes(rows([Path(a), Path(b), other]), workers=1)
     assert (df["status"] == "ok").all()
     assert df["sha1"][0] == df["sha1"][1] != df["sha1"][2]
     assert len(df["sha1"][0]) == 40 and len(df["phash"][0]) == 16
 
 
+@pytest.mark.data
 def test_phash_survives_resize_and_reencode(tmp_path: Path, shared_data: Path) -> None:
     src = shared_data / "fixtures/xrv-tests/00000001_000.png"  # untouched 512 px NIH
     small = tmp_path / "small.jpg"
@@ -58,8 +73,8 @@ def test_phash_survives_resize_and_reencode(tmp_path: Path, shared_data: Path) -
     assert distance(p3, p5) > 10  # a different patient's film is far away
 
 
-def test_bad_files_become_unreadable_rows(tmp_path: Path, shared_data: Path) -> None:
-    good = shared_data / "nih-chestxray14/images/00000075_000.png"
+def test_bad_files_become_unreadable_rows(tmp_path: Path) -> None:
+    (good,) = films(tmp_path / "src", 1, side=256)
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     text = tmp_path / "notes.png"
@@ -85,12 +100,14 @@ def test_bad_files_become_unreadable_rows(tmp_path: Path, shared_data: Path) -> 
     assert skipped["status"][0] == "excluded: lateral view" and skipped["sha1"].isna().all()
 
 
-def test_too_large_is_a_reason(monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
+def test_too_large_is_a_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(hashing, "MAX_IMAGE_PIXELS", 1000)  # 256x256 > 2 x 1000
-    sha1, phash, status, _ = hash_file(str(shared_data / "nih-chestxray14/images/00000075_000.png"))
+    (film,) = films(tmp_path, 1, side=256)
+    sha1, phash, status, _ = hash_file(str(film))
     assert status == "unreadable: too large" and phash is None and sha1 is not None
 
 
+@pytest.mark.data
 def test_dicom_monochrome1_is_inverted(shared_data: Path) -> None:
     import pydicom
 
@@ -106,10 +123,8 @@ def test_dicom_monochrome1_is_inverted(shared_data: Path) -> None:
     assert hash_file(str(real))[2] == "ok"
 
 
-def test_pool_matches_inline_and_reports_progress(shared_data: Path) -> None:
-    paths = sorted((shared_data / "kaggle-pediatric-pneumonia/chest_xray/test/NORMAL").glob("*"))[
-        :80
-    ]
+def test_pool_matches_inline_and_reports_progress(tmp_path: Path) -> None:
+    paths = films(tmp_path, 80, suffix=".jpeg")
     df = rows(paths)
     calls: list[tuple[int, int]] = []
     pooled = add_hashes(df, workers=2, progress=lambda d, t: calls.append((d, t)))

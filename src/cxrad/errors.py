@@ -11,6 +11,14 @@ class CxradError(Exception):
     """Base class for errors caused by input or configuration, not by a bug."""
 
 
+class OutputError(CxradError):
+    """An output folder (``--out``) is a file, or cannot be created or written."""
+
+
+class DiskSpaceError(CxradError):
+    """Not enough free space for a write about to start; says how much is needed and where."""
+
+
 class IngestError(CxradError):
     """A dataset folder is missing, empty, or in a layout no adapter recognises."""
 

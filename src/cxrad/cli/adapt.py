@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from cxrad.cli.app import app, err_console
+from cxrad.cli.app import app, err_console, writable_folder
 
 
 def _ci(r: dict[str, Any]) -> str:
@@ -50,6 +50,7 @@ def adapt(
     """
     from cxrad.adapt import adapt_run
 
+    writable_folder(out)
     r = adapt_run(run, data, out, operating_point, n_boot=n_boot, seed=seed, split=split)
     err_console.print(f"adapted {run} on {r.n_films} films ({r.rule}) -> {out}", highlight=False)
     shift = r.shift or {}

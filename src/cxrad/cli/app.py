@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cxrad.errors import OutputError
 from cxrad.progress import Progress as ProgressFn
 
 app = typer.Typer(
@@ -41,6 +44,35 @@ def _root(
     """Chest X-ray anomaly detection, from dataset folders to findings with heatmaps."""
     if verbose:
         setup_logging(verbose=True)
+
+
+def writable_folder(path: Path | None, option: str = "--out", create: bool = True) -> None:
+    """Fail now, not after the work, when ``path`` cannot be an output folder.
+
+    Args:
+        path: the folder (None: nothing to check).
+        option: the option's name, for the message.
+        create: make the folder now, as the command would; False only checks that the nearest
+            existing folder above it can be written to (nothing is left behind on a later error).
+
+    Raises:
+        OutputError: ``path`` (or a folder above it) is a file, cannot be created, or is
+            read-only.
+    """
+    if path is None:
+        return
+    here = path
+    while not here.exists() and not create and here != here.parent:
+        here = here.parent
+    if here.exists() and not here.is_dir():
+        raise OutputError(f"{option} {path}: {here} is a file; {option} needs a folder (a new or existing one)")  # fmt: skip
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{option} {path} cannot be created ({e.strerror or e}); choose a folder you can write to") from e  # fmt: skip
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path} is read-only; choose a folder you can write to")
 
 
 def setup_logging(verbose: bool = False) -> None:

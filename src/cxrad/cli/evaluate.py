@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cxrad.cli.app import app, err_console, progress_bar
+from cxrad.cli.app import app, err_console, progress_bar, writable_folder
 
 
 @app.command()
@@ -68,6 +68,8 @@ def evaluate(
     verdict of the shortcut audit (can the model tell the source dataset apart?).
     """
     from cxrad.evaluate import evaluate_run, headline
+
+    writable_folder(out)
 
     with progress_bar("evaluating") as progress:
         m = evaluate_run(

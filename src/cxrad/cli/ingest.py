@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cxrad.cli.app import app, err_console, progress_bar
+from cxrad.cli.app import app, err_console, progress_bar, writable_folder
 from cxrad.errors import IngestError
 from cxrad.ingest import ADAPTERS, ingest
 from cxrad.ingest.registry import get_adapter
@@ -65,6 +65,7 @@ def ingest_command(
         raise IngestError("no dataset folder given; pass at least one DIR (or --relocate OLD=NEW)")
     if fmt is not None:
         get_adapter(fmt)  # a typo fails before any work, with "did you mean"
+    writable_folder(Path(out), create=False)  # before hashing, which can take a while
     with contextlib.ExitStack() as stack:
         bar: list[Progress] = []
 
@@ -77,13 +78,46 @@ def ingest_command(
         manifest, summary = ingest(
             dirs, fmt=fmt, workers=workers, progress=progress, hash_images=not no_hash
         )
+    dropped = dropped_split_note(Path(out))
+    if dropped:
+        summary["split_dropped"] = dropped
     path = write_manifest(manifest, out)
     (Path(out) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
+    if dropped:
+        err_console.print(f"[bold yellow]warning:[/] {escape(dropped)}", highlight=False, soft_wrap=True)  # fmt: skip
     err_console.print(escape(f"wrote {path} and {Path(out) / SUMMARY_NAME}"), highlight=False)
     if summary["rows"] and not summary["ok"]:
         top = ", ".join(f"{r} ({n})" for r, n in list(summary["rejects"].items())[:3])
         raise IngestError(f"no usable row: all {summary['rows']} rows have a reason status: {top}")
+
+
+def dropped_split_note(work: Path) -> str | None:
+    """When ``work`` already holds a split manifest, the note that re-ingesting drops it.
+
+    The split is not carried over: new or changed rows need new duplicate groups and splits,
+    so ``cxrad split`` must run again (it is seeded: unchanged data splits the same way).
+    """
+    path = work / "manifest.parquet"
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        if "split" not in pq.read_schema(path).names:
+            return None
+        split = pq.read_table(path, columns=["split"]).column("split").to_pandas()
+    except (OSError, ValueError):  # an unreadable old manifest is simply replaced
+        return None
+    counts = split.value_counts()
+    if counts.empty:
+        return None
+    parts = ", ".join(f"{k} {v}" for k, v in counts.items())
+    return (
+        f"{path} had a split ({parts}); the new manifest has none, so the split is dropped: "
+        f"rerun `cxrad split {work}` before preprocess and train (split_summary.json, "
+        "image_docs.csv and dup_conflicts.csv describe the old split until then)"
+    )
 
 
 def _relocate(work: Path, spec: str, dirs: list[Path] | None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from cxrad.cli.app import app, err_console, progress_bar
+from cxrad.cli.app import app, err_console, progress_bar, writable_folder
 from cxrad.errors import PredictError
 
 _MAX_LISTED_FAILURES = 5
@@ -85,6 +85,7 @@ def predict(
         raise PredictError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if heatmaps is not None:
         check_output_dir(heatmaps, paths)
+        writable_folder(heatmaps, "--heatmaps")
     files = find_inputs(paths)
     predictor = Predictor.from_run(
         model,

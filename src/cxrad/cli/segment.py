@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from cxrad.cli.app import app, err_console, progress_bar
+from cxrad.cli.app import app, err_console, progress_bar, writable_folder
 
 
 @app.command()
@@ -46,6 +46,7 @@ def segment(
 
     if out is not None:
         check_output_dir(out, paths)
+        writable_folder(out)
     files = find_inputs(paths)
     seg = Segmenter(model)
     failed = 0

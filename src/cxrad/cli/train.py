@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from cxrad.cli.app import app, err_console, quiet_lightning
+from cxrad.cli.app import app, err_console, quiet_lightning, writable_folder
 from cxrad.errors import TrainError
 
 
@@ -161,6 +161,7 @@ def train(
     from cxrad.train.domain import check_dg
 
     aug = augment_preset(augment)  # an unknown name fails before any work starts
+    writable_folder(out)
     parse_rule(operating_point)
     check_dg(dg, dg_weight)
     if task != "multilabel" and dg != "none":
@@ -248,6 +249,7 @@ def ensemble(
     from cxrad.models import read_config
     from cxrad.train import ensemble_runs
 
+    writable_folder(out)
     t0 = time.perf_counter()
     run = ensemble_runs(runs, data, out, batch_size=batch_size, operating_point=operating_point)
     cfg = read_config(run)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrad.atomic import replacing
 from cxrad.errors import ManifestError
 from cxrad.manifest.schema import (
     BASE_COLUMNS,
@@ -30,9 +31,8 @@ def write_manifest(df: pd.DataFrame, work: str | Path) -> Path:
     validate(df)
     path = manifest_path(work)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    df.reset_index(drop=True).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with replacing(path, path.with_suffix(f".tmp{os.getpid()}")) as tmp:
+        df.reset_index(drop=True).to_parquet(tmp, index=False)
     return path
 
 

@@ -19,6 +19,7 @@ from cxrad.models.decision import Decisions, DecisionStep, calibrated
 from cxrad.models.registry import (
     Classifier,
     ModelSpec,
+    check_input_size,
     count_parameters,
     create_model,
     get_spec,
@@ -50,6 +51,7 @@ __all__ = [
     "RunConfig",
     "build_model",
     "calibrated",
+    "check_input_size",
     "count_parameters",
     "create_model",
     "get_spec",

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cxrad.atomic import write_bytes
 from cxrad.errors import ModelError
 from cxrad.labels import NORMAL
 
@@ -284,10 +284,7 @@ class RunConfig:
         """Write ``run_dir/config.json`` atomically; returns its path."""
         path = Path(run_dir) / CONFIG
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{CONFIG}.tmp")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, path)
-        return path
+        return write_bytes(path, self.to_json().encode())
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False, default=str)

@@ -120,6 +120,7 @@ _MEAN, _STD = 0.5, 0.25  # [0, 1] radiographs: roughly centred, unit-ish varianc
 @register_model(
     ModelSpec(
         name="densenet121",
+        min_input_size=32,  # 29 px is the last that leaves 1 px before the final pooling
         mean=_MEAN,
         std=_STD,
         cam_layer="features.norm5",
@@ -134,6 +135,7 @@ def densenet121(num_classes: int = 17, weights: str | None = None, **kwargs: obj
 @register_model(
     ModelSpec(
         name="efficientnet-b0",
+        min_input_size=32,
         mean=_MEAN,
         std=_STD,
         cam_layer="_bn1",

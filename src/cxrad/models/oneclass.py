@@ -84,6 +84,7 @@ class OneClassNet(nn.Module):
 SPEC = ModelSpec(
     name=ONE_CLASS,
     input_size=256,
+    min_input_size=16,
     mean=0.5,
     std=0.25,
     cam_layer="backbone.stages.3",

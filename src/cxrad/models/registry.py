@@ -31,6 +31,8 @@ class ModelSpec:
         cam_layer: dotted module name (inside ``Classifier.net``) that Grad-CAM hooks.
         description: one line for ``cxrad info`` and the docs.
         defaults: keyword arguments passed to the builder unless overridden.
+        min_input_size: the smallest square side the network accepts (its downsampling
+            leaves nothing below it); checked by :func:`check_input_size` before training.
     """
 
     name: str
@@ -41,11 +43,13 @@ class ModelSpec:
     cam_layer: str = ""
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    min_input_size: int = 8
 
     def contract(self) -> dict[str, Any]:
         """The input contract as plain JSON-able data (stored in each run's config)."""
         d = asdict(self)
         d.pop("defaults")
+        d.pop("min_input_size")  # a property of the code, not of a trained run
         return d
 
 
@@ -93,6 +97,25 @@ def get_spec(name: str) -> ModelSpec:
             f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}.{suggest(name, _REGISTRY)}"
         )
     return _REGISTRY[name][1]
+
+
+def check_input_size(model: str | ModelSpec, size: int) -> None:
+    """Raise :class:`ModelError` unless ``model`` (a name or spec) takes ``size`` x ``size`` inputs.
+
+    Example:
+        >>> check_input_size("seed-fcn", 64)  # doctest: +SKIP
+        ModelError: seed-fcn needs inputs of at least 128 px ...
+    """
+    spec = get_spec(model) if isinstance(model, str) else model
+    name = spec.name
+    if size < spec.min_input_size:
+        usable = sorted(n for n, (_, s) in _REGISTRY.items() if s.min_input_size <= size)
+        others = f"; at {size} px use {', '.join(usable)}" if usable else ""
+        raise ModelError(
+            f"{name} needs inputs of at least {spec.min_input_size} px (its downsampling leaves "
+            f"nothing of a smaller film), got --size {size}; use --size {spec.min_input_size} "
+            f"or more{others}"
+        )
 
 
 class Classifier(nn.Module):

@@ -7,7 +7,6 @@ normalisation, Grad-CAM layer), not with whatever the registry says today.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from cxrad.atomic import replacing
 from cxrad.errors import ModelError
 from cxrad.models.config import CONFIG, InputContract, RunConfig
 from cxrad.models.registry import ENSEMBLE, Classifier, create_model
@@ -55,9 +55,8 @@ def save_run(run_dir: str | Path, model: Classifier, config: RunConfig | Mapping
         config = RunConfig.from_dict({**config, "input": model.spec.contract()})
     config = config.evolve(input=InputContract(**model.spec.contract()))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp_w = run_dir / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp_w))
-    os.replace(tmp_w, run_dir / WEIGHTS)
+    with replacing(run_dir / WEIGHTS) as tmp_w:
+        save_file(state, str(tmp_w))
     config.save(run_dir)
     return run_dir
 

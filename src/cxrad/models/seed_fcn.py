@@ -50,6 +50,7 @@ class SeedFCN(nn.Module):
     ModelSpec(
         name="seed-fcn",
         input_size=256,
+        min_input_size=128,  # seven 2x poolings
         mean=0.0,
         std=1.0,
         cam_layer="features.5",

@@ -111,15 +111,25 @@ def write_records(
         stream.write("[")
     try:
         for rec in records:
-            if fmt == "json":
-                stream.write(",\n" if tally.total else "\n")
+            text = dumps(rec)  # before writing: a record that fails leaves no dangling comma
+            sep = (",\n" if tally.total else "\n") if fmt == "json" else ""
             tally.add(rec)
-            stream.write(dumps(rec))
-            if fmt == "jsonl":
-                stream.write("\n")
+            stream.write(sep + text + ("\n" if fmt == "jsonl" else ""))
             stream.flush()
-    finally:  # a failure mid-run still leaves valid JSON (the records so far), never a lone "["
+    except BaseException:  # a failure mid-run still leaves valid JSON, never a lone "["
         if fmt == "json":
-            stream.write("\n]\n")
-            stream.flush()
+            _close_array(stream, quiet=True)
+        raise
+    if fmt == "json":
+        _close_array(stream)
     return tally
+
+
+def _close_array(stream: TextIO, quiet: bool = False) -> None:
+    """End the JSON array; ``quiet``: the stream may be what failed, keep the first error."""
+    try:
+        stream.write("\n]\n")
+        stream.flush()
+    except OSError:
+        if not quiet:
+            raise

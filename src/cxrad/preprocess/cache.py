@@ -25,6 +25,7 @@ import pandas as pd
 from cxrad.errors import CacheError, ImageReadError
 from cxrad.image import MAX_PIXELS, file_sha1, read_image, sha1_bytes
 from cxrad.manifest import STATUS_OK, read_manifest
+from cxrad.parallel import process_pool
 from cxrad.preprocess import lock, packfiles, store
 from cxrad.preprocess.normalise import normalise_image
 from cxrad.preprocess.transform import PreprocessConfig, apply_crop, resize
@@ -229,6 +230,7 @@ def preprocess_work(
             len(todo),
             len(chunks),
         )
+        store.check_free_space(directory, len(todo), config.size, chunk_size)
         new_names = _run_chunks(directory, chunks, config, workers, max_pixels, progress, len(todo))
         if new_names:
             for sh in store.read_shards(directory, config.size):
@@ -298,7 +300,7 @@ def _failures_table(rows: pd.DataFrame, failed: dict[str, str]) -> pd.DataFrame:
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: safe even when the caller has threads (torch); spawn would be slower to start.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    return process_pool(workers, multiprocessing.get_context("forkserver"))
 
 
 def _run_chunks(

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrad import atomic
 from cxrad.errors import CacheError
 from cxrad.preprocess import packfiles
 from cxrad.preprocess.packfiles import PackedImages
@@ -57,11 +58,41 @@ def cache_dir(work: str | Path, config: PreprocessConfig) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp name and ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` via a temp name and ``os.replace``; a failure leaves no temp."""
+    atomic.write_bytes(path, data, path.with_name(path.name + ".tmp"))
+
+
+def check_free_space(directory: Path, n_new: int, size: int, chunk_size: int) -> int:
+    """Refuse to start unless the disk holds ``n_new`` images' shards plus one while packing.
+
+    Each new image is written once as a shard row, then copied into the pack files, and each
+    shard is deleted as soon as it is copied, so the peak is the new images once, one shard
+    more, and the small tables. Returns the bytes needed.
+
+    Raises:
+        DiskSpaceError: not enough free space; the message says how much is needed.
+    """
+    if n_new <= 0:
+        return 0
+    row = size * size
+    needed = (n_new + chunk_size) * row + (1 << 20)
+    atomic.require_free(directory, needed, f"preprocess: {n_new:,} new {size} px images")
+    return needed
+
+
+def discard_uncommitted(directory: Path) -> None:
+    """After a failed commit: drop its ``.tmp`` files and pack rows now, not on the next start.
+
+    A disk left full by a failed run should not stay full; what was dropped is redone on the
+    next run (the shards already copied were deleted, their images are decoded again).
+    """
+    try:
+        if not (directory / JOURNAL).exists():
+            for name in (INDEX, FAILURES, META):
+                (directory / (name + ".tmp")).unlink(missing_ok=True)
+        recover(directory)
+    except OSError:  # best effort: the next start recovers too
+        logger.warning("could not clean up %s after a failed commit", directory, exc_info=True)
 
 
 def canonical_json(obj: object) -> bytes:
@@ -279,6 +310,25 @@ def commit(
     Returns:
         Pixel bytes written to the pack files.
     """
+    try:
+        return _commit(
+            directory, config, old_sha1s, new_sha1s, sources, failures, per_file, leftover_shards
+        )
+    except BaseException:
+        discard_uncommitted(directory)
+        raise
+
+
+def _commit(
+    directory: Path,
+    config: PreprocessConfig,
+    old_sha1s: Sequence[str],
+    new_sha1s: Sequence[str],
+    sources: Mapping[str, tuple[Shard, int]],
+    failures: pd.DataFrame,
+    per_file: int,
+    leftover_shards: Sequence[Shard],
+) -> int:
     s = config.size
     remaining: dict[str, int] = {}
     for sha in new_sha1s:

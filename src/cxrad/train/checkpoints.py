@@ -2,7 +2,9 @@
 
 Lightning's ``ModelCheckpoint`` forgets its best score when the run folder moves, and its CSV
 logger deletes the epochs logged before a resume; the helpers here keep both, so a resumed or
-copied run still ships its best epoch.
+copied run still ships its best epoch. Checkpoints are written whole or not at all
+(:class:`AtomicCheckpointIO`), and a damaged one is removed before a resume could pick it up
+(:func:`drop_partial_checkpoints`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from cxrad.atomic import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,48 @@ class MovableCheckpoint(ModelCheckpoint):
                 },
             }
         super().load_state_dict(state_dict)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Save each checkpoint to a temp file beside it, then rename: never half a ``.ckpt``.
+
+    Lightning writes the file in place, so a full disk or a kill mid-write leaves a truncated
+    ``last.ckpt`` that the next resume would load; here a failed save removes its temp file and
+    keeps the previous checkpoint intact.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def readable_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a complete torch zip checkpoint (a truncated one lacks its directory)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return bool(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def drop_partial_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Delete temp files and unreadable checkpoints in ``ckpt_dir``; return what was removed.
+
+    Such files come from an interrupted save of an older cxrad or from damage by hand; leaving
+    them would make a resume fail with a raw traceback or, worse, pick the wrong epoch.
+    """
+    if not ckpt_dir.is_dir():
+        return []
+    bad = [p for p in ckpt_dir.iterdir() if p.is_file() and ".tmp" in p.name]
+    bad += [p for p in sorted(ckpt_dir.glob("*.ckpt")) if not readable_checkpoint(p)]
+    for p in bad:
+        logger.warning("removing the partial checkpoint %s (a resume would not load it)", p)
+        p.unlink(missing_ok=True)
+    return bad
 
 
 def best_checkpoint(

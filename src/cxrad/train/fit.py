@@ -34,6 +34,7 @@ from cxrad.models import (
     DEFAULT_RULE,
     Classifier,
     RunConfig,
+    check_input_size,
     create_model,
     get_spec,
     parse_rule,
@@ -43,9 +44,11 @@ from cxrad.options import suggest
 from cxrad.preprocess import PreprocessConfig
 from cxrad.train.checkpoints import (
     MONITOR,
+    AtomicCheckpointIO,
     MovableCheckpoint,
     best_checkpoint,
     clear_previous,
+    drop_partial_checkpoints,
     keep_log_history,
 )
 from cxrad.train.domain import DOMAIN_COLUMN, build_adversary, check_dg
@@ -160,6 +163,7 @@ def train(
     """
     t0 = time.perf_counter()
     hold_out = parse_sources(hold_out)
+    check_input_size(model, size)  # before any data is read
     args = {k: v for k, v in locals().items() if k not in ("callbacks", "t0")}
     args.update(work=str(work), out=str(out), devices=jsonable_devices(devices))
     rule = parse_rule(operating_point)  # a bad rule fails now, not after training
@@ -338,6 +342,7 @@ def fit(
     last = ckpt_dir / "last.ckpt"
     if not resume:
         clear_previous(out)
+    drop_partial_checkpoints(ckpt_dir)
     ckpt_cb = MovableCheckpoint(
         dirpath=ckpt_dir, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
         monitor=MONITOR, mode="max", save_top_k=1,
@@ -358,7 +363,7 @@ def fit(
         callbacks=cbs, logger=CSVLogger(save_dir=out, name="logs", version="", flush_logs_every_n_steps=10),
         enable_progress_bar=progress, enable_model_summary=progress,
         num_sanity_val_steps=0, log_every_n_steps=min(50, max(len(prep.loaders.train), 1)),
-        default_root_dir=out,
+        default_root_dir=out, plugins=[AtomicCheckpointIO()],
     )  # fmt: skip
     ckpt_path = last if resume and last.is_file() else None
     if ckpt_path:

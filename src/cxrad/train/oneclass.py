@@ -41,8 +41,8 @@ from cxrad.data.dataset import mix_seed
 from cxrad.errors import TrainError
 from cxrad.labels import NORMAL
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
-from cxrad.models import save_run
-from cxrad.models.oneclass import ONE_CLASS, build_one_class
+from cxrad.models import check_input_size, save_run
+from cxrad.models.oneclass import ONE_CLASS, SPEC, build_one_class
 from cxrad.models.ood import GaussianOOD
 from cxrad.train.cutpaste import CUTPASTE, SCAR, synthetic_anomalies
 from cxrad.train.ood import cached_batches
@@ -116,6 +116,7 @@ def train_one_class(
     torch.set_num_threads(threads or cpu_threads())
     augment = augment if augment is not None else AugmentConfig()
     args["augment"] = augment.to_dict()
+    check_input_size(SPEC, size)  # before any data is read
     df = read_manifest(work)
     if "split" not in df.columns:
         raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
