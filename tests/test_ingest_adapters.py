@@ -130,36 +130,13 @@ class AdapterContract:
         assert again.equals(df)
 
 
-@pytest.mark.data
-class RealRelease(AdapterContract):
-    """A real release in ../shared/data: every contract check as one test, plus its labels.
-
-    The synthetic twins (test_ingest_adapters_synthetic.py) report each check apart and run
-    without the data; here the same checks run on the real files' quirks. The bad-root check
-    reads no data, so it runs only on the twins.
-    """
-
-    real = True
-    test_detected = test_columns_and_dtypes = test_ids_unique_and_prefixed = None
-    test_label_values = test_patient_ids_prefixed = test_ok_rows_exist_on_disk = None
-    test_read_is_deterministic = test_wrong_root_raises = None
-
-    def test_meets_the_contract(self, root: Path, df) -> None:
-        c = AdapterContract
-        c.test_detected(self, root)
-        c.test_columns_and_dtypes(self, df)
-        c.test_ids_unique_and_prefixed(self, df)
-        c.test_label_values(self, df)
-        c.test_patient_ids_prefixed(self, df)
-        c.test_ok_rows_exist_on_disk(self, df)
-        c.test_read_is_deterministic(self, root, df)
-
-
 PED = "kaggle-pediatric"
 
 
-class TestPediatric(RealRelease):
+@pytest.mark.data
+class TestPediatric(AdapterContract):
     name = PED
+    real = True
     n_rows = 5840
     expected = {
         f"{PED}/train/PNEUMONIA/person1_bacteria_1.jpeg": {
@@ -211,8 +188,10 @@ class TestPediatricResplit(AdapterContract):
 RAD = "covid19-radiography"
 
 
-class TestRadiography(RealRelease):
+@pytest.mark.data
+class TestRadiography(AdapterContract):
     name = RAD
+    real = True
     n_rows = 2500
     expected = {
         f"{RAD}/COVID/COVID-1000.jpg": {"COVID_19": 1.0, "NORMAL": 0.0, "PNEUMONIA": NAN},
@@ -253,8 +232,10 @@ class TestRadiographyFullLayout(AdapterContract):
 NIH = "nih"
 
 
-class TestNIH(RealRelease):
+@pytest.mark.data
+class TestNIH(AdapterContract):
     name = NIH
+    real = True
     n_rows = 1289
     expected = {
         f"{NIH}/images/00000061_012.png": {
@@ -323,8 +304,10 @@ class TestNIHArchiveLayout(AdapterContract):
 TBX = "tbx11k"
 
 
-class TestTBX11K(RealRelease):
+@pytest.mark.data
+class TestTBX11K(AdapterContract):
     name = TBX
+    real = True
     n_rows = 650
     expected = {
         f"{TBX}/imgs/tb/tb0003.png": {"TUBERCULOSIS": 1.0, "NORMAL": 0.0, "PNEUMONIA": NAN},
@@ -338,10 +321,12 @@ class TestTBX11K(RealRelease):
         assert "ObsoletePulmonaryTuberculosis" in meta and "[2840, 2827]" in meta
 
 
-class TestTBX11KJson(RealRelease):
+@pytest.mark.data
+class TestTBX11KJson(AdapterContract):
     """The torchxrayvision test tree: COCO json annotations, a healthy and a sick image."""
 
     name = TBX
+    real = True
     n_rows = 4
     expected = {
         f"{TBX}/imgs/health/h0001.png": NORMAL_ROW,

@@ -14,13 +14,15 @@ import pytest
 from cxrad.ingest import ADAPTERS
 from cxrad.ingest.tables import ieee_labels
 from synth_layouts import tiny_image
-from test_ingest_adapters import NAN, NORMAL_ROW, AdapterContract, RealRelease, fill
+from test_ingest_adapters import NAN, NORMAL_ROW, AdapterContract, fill
 
 IEEE = "ieee8023"
 
 
-class TestIEEE8023(RealRelease):
+@pytest.mark.data
+class TestIEEE8023(AdapterContract):
     name = IEEE
+    real = True
     n_rows = 659  # one row per metadata.csv line, none dropped
     expected = {
         f"{IEEE}/images/SARS-10.1148rg.242035193-g04mr34g0-Fig8a-day0.jpeg": {
