@@ -161,16 +161,15 @@ def train(
     from cxrad.train.domain import check_dg
 
     aug = augment_preset(augment)  # an unknown name fails before any work starts
-    writable_folder(out)
     parse_rule(operating_point)
     check_dg(dg, dg_weight)
     if task != "multilabel" and dg != "none":
         raise TrainError("--dg applies to --task multilabel; drop it for --task one-class")
+    if task != "multilabel" and (crop, normalise) != ("none", "none"):
+        raise TrainError("--crop and --normalise apply to --task multilabel only; drop them")
+    writable_folder(out)  # after the option checks, so a refused command leaves no folder
     if task != "multilabel":
         from cxrad.cli.oneclass import train_one_class_cli
-
-        if (crop, normalise) != ("none", "none"):
-            raise TrainError("--crop and --normalise apply to --task multilabel only; drop them")
 
         return train_one_class_cli(
             task, work, out, epochs, batch_size, lr, weight_decay, size, mode, seed, limit_train,

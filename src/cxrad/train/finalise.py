@@ -25,6 +25,7 @@ from cxrad.models import (
     RunConfig,
     load_run,
     parse_rule,
+    probabilities,
     recalibrate,
     save_run,
 )
@@ -50,6 +51,14 @@ def predict_logits(
             logits = model(to_unit_float(x.to(device, non_blocking=True)))
         out.append(logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def predict_probs(
+    model: Classifier, loader: torch.utils.data.DataLoader, activation: str, gpu: bool
+) -> np.ndarray:
+    """Uncalibrated probabilities ``(N, C)`` for every image of ``loader``, in order."""
+    logits = predict_logits(model, loader, gpu)
+    return probabilities(torch.from_numpy(logits), {"activation": activation}).numpy()
 
 
 def decision_metrics(config: RunConfig, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
@@ -38,9 +37,7 @@ from cxrad.models import (
     create_model,
     get_spec,
     parse_rule,
-    probabilities,
 )
-from cxrad.options import suggest
 from cxrad.preprocess import PreprocessConfig
 from cxrad.train.checkpoints import (
     MONITOR,
@@ -52,10 +49,10 @@ from cxrad.train.checkpoints import (
     keep_log_history,
 )
 from cxrad.train.domain import DOMAIN_COLUMN, build_adversary, check_dg
-from cxrad.train.finalise import finalise, predict_logits
-from cxrad.train.inputs import check_loaded, streamed_loaders, training_rows
+from cxrad.train.finalise import finalise, predict_logits, predict_probs
+from cxrad.train.inputs import check_loaded, check_options, streamed_loaders, training_rows
 from cxrad.train.losses import pos_weight_from_labels
-from cxrad.train.module import LOSSES, CxrModule
+from cxrad.train.module import CxrModule
 from cxrad.train.ood import fit_run_ood
 from cxrad.train.setup import (
     Hardware,
@@ -67,8 +64,6 @@ from cxrad.train.setup import (
 )
 
 logger = logging.getLogger(__name__)
-
-DATA_FORMATS = ("cache", "webdataset")
 
 
 def train(
@@ -273,13 +268,7 @@ def prepare(
     Raises:
         TrainError: bad options, no train/val rows, nothing cached.
     """
-    if data_format not in DATA_FORMATS:
-        raise TrainError(
-            f"unknown data format {data_format!r}; expected one of {DATA_FORMATS}."
-            f"{suggest(data_format, DATA_FORMATS)}"
-        )
-    if loss not in LOSSES:
-        raise TrainError(f"unknown loss {loss!r}; expected one of {LOSSES}.{suggest(loss, LOSSES)}")
+    check_options(data_format, loss, sampler, normalise, crop, dg)
     get_spec(model)  # an unknown name fails now, with "did you mean", not after loading data
     pre = PreprocessConfig(size=size, mode=mode, crop=crop, normalise=normalise)  # type: ignore[arg-type]  # so do bad values
     df = drop_held_out(training_rows(work), hold_out)
@@ -290,16 +279,6 @@ def prepare(
             "ingest datasets that label at least one class both ways"
         )
     pl.seed_everything(seed, workers=True, verbose=False)
-    if data_format == "webdataset" and (sampler, normalise, crop, dg) != (
-        "shuffle",
-        "none",
-        "none",
-        "none",
-    ):
-        raise TrainError(
-            "--sampler balanced, --normalise, --crop and --dg read the memmap cache; drop them or use "
-            "--data-format cache"
-        )
     if data_format == "webdataset":
         loaders = streamed_loaders(work, size, mode, stream_base, df, classes, batch_size, seed, hw)
     else:
@@ -395,14 +374,6 @@ def fit(
         }
     )
     return trainer
-
-
-def predict_probs(
-    model: Classifier, loader: torch.utils.data.DataLoader, activation: str, gpu: bool
-) -> np.ndarray:
-    """Uncalibrated probabilities ``(N, C)`` for every image of ``loader``, in order."""
-    logits = predict_logits(model, loader, gpu)
-    return probabilities(torch.from_numpy(logits), {"activation": activation}).numpy()
 
 
 __all__ = ["git_commit", "parse_devices", "predict_probs", "train"]

@@ -12,9 +12,34 @@ import numpy as np
 
 from cxrad.errors import TrainError
 from cxrad.manifest import STATUS_OK, read_manifest
+from cxrad.options import suggest
+from cxrad.train.module import LOSSES
 
 if TYPE_CHECKING:
     from cxrad.preprocess import PreprocessConfig
+
+DATA_FORMATS = ("cache", "webdataset")
+
+
+def check_options(
+    data_format: str, loss: str, sampler: str, normalise: str, crop: str, dg: str
+) -> None:
+    """Fail on options that do not exist or do not combine, before any data is read."""
+    if data_format not in DATA_FORMATS:
+        raise TrainError(
+            f"unknown data format {data_format!r}; expected one of {DATA_FORMATS}."
+            f"{suggest(data_format, DATA_FORMATS)}"
+        )
+    if loss not in LOSSES:
+        raise TrainError(f"unknown loss {loss!r}; expected one of {LOSSES}.{suggest(loss, LOSSES)}")
+    if (
+        data_format == "webdataset"
+        and (sampler, normalise, crop, dg) != ("shuffle",) + ("none",) * 3
+    ):
+        raise TrainError(
+            "--sampler balanced, --normalise, --crop and --dg read the memmap cache; drop them "
+            "or use --data-format cache"
+        )
 
 
 def training_rows(work: str | Path) -> Any:
