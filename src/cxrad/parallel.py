@@ -62,12 +62,13 @@ def _watch(owner: int) -> None:
     if fd is not None:
         select.select([fd], [], [])
     else:
-        while _exists(owner):
+        while pid_alive(owner):
             time.sleep(POLL_SECONDS)
     os._exit(1)
 
 
-def _exists(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

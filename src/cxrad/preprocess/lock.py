@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cxrad.errors import CacheError
+from cxrad.parallel import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +33,6 @@ def _owner() -> dict[str, object]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale(path: Path) -> bool:
     try:
         owner = json.loads(path.read_text() or "{}")
@@ -51,7 +42,7 @@ def _stale(path: Path) -> bool:
     if not owner:  # an ownerless file: left by cxrad's older flock lock, or a crash mid-create
         return age > EMPTY_GRACE_SECONDS
     if owner.get("host") == socket.gethostname():
-        return not _alive(int(owner.get("pid", -1)))
+        return not pid_alive(int(owner.get("pid", -1)))
     return age > STALE_SECONDS
 
 
