@@ -16,7 +16,8 @@ tbx11k, which has no TB-negative films, and holding it out leaves no TB positive
 - ``nih``: triage (abnormal vs normal) on all its films.
 
 Levers (each compared with ``baseline`` at the same budget, seed and data):
-``balanced`` (``--sampler balanced``), ``site-aug`` (``--augment site``), ``clahe`` (a CLAHE
+``strong`` (``--augment strong``: the shipped default model's recipe, so the levers can be
+compared with what ships today), ``balanced`` (``--sampler balanced``), ``site-aug`` (``--augment site``), ``clahe`` (a CLAHE
 cache, ``cxrad preprocess --normalise clahe``), ``lungs`` (``--crop lungs``: the shipped
 segmenter's lung box plus a 5 % margin; build its cache first with
 ``cxrad preprocess work/full --size 128 --crop lungs``, at the benchmark's ``--size``), ``adversarial`` (``--dg adversarial``: a
@@ -53,6 +54,7 @@ SETTINGS: dict[str, tuple[list[str], str]] = {
 }
 LEVERS: dict[str, dict[str, Any]] = {
     "baseline": {},
+    "strong": {"augment": "strong"},
     "balanced": {"sampler": "balanced"},
     "site-aug": {"augment": "site"},
     "clahe": {"normalise": "clahe"},
