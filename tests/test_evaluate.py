@@ -199,3 +199,28 @@ def test_decision_section_counts_what_the_decisions_do(tiny, tmp_path: Path) -> 
     assert clean["n"] == n_normal and 0 <= clean["value"] <= 1
     assert rows["all"]["findings_per_normal"]["value"] >= 1 - clean["value"] - 1e-9
     json.dumps(m["decisions"], allow_nan=False)
+
+
+def test_per_film_table_matches_the_report(tiny, tmp_path: Path) -> None:
+    work, run = tiny
+    m = evaluate_run(run, work, split="all", n_boot=50, seed=0, min_count=2, out=tmp_path / "e")
+    films = pd.read_parquet(m["paths"]["predictions"])
+    df = read_manifest(work).set_index("image_id")
+    assert len(films) == 36 and films["image_id"].is_unique
+    assert set(films["image_id"]) == set(df.index)
+    assert set(films["source"]) == {"tiny", "tiny-b"}
+    y = films.set_index("image_id")[[f"y_{c}" for c in TINY_CLASSES]]
+    want = df.loc[y.index, list(TINY_CLASSES)].to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(np.isnan(y.to_numpy()), np.isnan(want))
+    np.testing.assert_array_equal(np.nan_to_num(y.to_numpy(), nan=-1), np.nan_to_num(want, nan=-1))
+    per = {r["class"]: r["threshold"] for r in m["decisions"]["per_class"]}
+    for _, f in films.iterrows():
+        names = [n for n in f["findings"].split("|") if n]
+        assert len(names) == f["n_findings"]
+        probs = [f[f"p_{n}"] for n in names]
+        assert probs == sorted(probs, reverse=True)
+        assert all(p >= per[n] - 1e-6 for n, p in zip(names, probs, strict=True))
+        assert f["abnormal"] or not names  # the triage gate: a film called normal lists none
+    normals = films[films["y_NORMAL"] == 1]
+    clean = m["decisions"]["per_source"][0]["normal_no_finding"]["value"]
+    assert (normals["n_findings"] == 0).mean() == pytest.approx(clean)

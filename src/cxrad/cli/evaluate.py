@@ -30,7 +30,10 @@ def evaluate(
         "test", "--split", help="which split to evaluate: test, val, train, or all ('ok' rows)"
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="folder for metrics.json, report.html and the PNGs (default: RUN/eval)"
+        None,
+        "--out",
+        help="folder for metrics.json, report.html, predictions.parquet and the PNGs "
+        "(default: RUN/eval)",
     ),
     n_boot: int = typer.Option(
         1000, "--n-boot", min=0, help="patient-clustered bootstrap resamples for the 95% CIs"
@@ -63,9 +66,10 @@ def evaluate(
 ) -> None:
     """Evaluate a trained model: AUROC/AUPRC with patient-bootstrap CIs, baselines, shortcut audit.
 
-    Writes metrics.json, a self-contained report.html and PNG plots, and prints the headline
-    numbers: macro AUROC with its CI, top-1 accuracy against the majority baseline, and the
-    verdict of the shortcut audit (can the model tell the source dataset apart?).
+    Writes metrics.json, a self-contained report.html, the per-film predictions.parquet and PNG
+    plots, and prints the headline numbers: macro AUROC with its CI, top-1 accuracy against the
+    majority baseline, and the verdict of the shortcut audit (can the model tell the source
+    dataset apart?).
     """
     from cxrad.evaluate import evaluate_run, headline
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrad.evaluate.films import write_film_table
 from cxrad.evaluate.plots import confusion_png, curves_png, reliability_png
 from cxrad.evaluate.report import render_html
 from cxrad.models.config import json_safe
@@ -22,9 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 def write_outputs(
-    m: dict[str, Any], rows: pd.DataFrame, probs: np.ndarray, out_dir: str | Path
+    m: dict[str, Any],
+    rows: pd.DataFrame,
+    probs: np.ndarray,
+    out_dir: str | Path,
+    films: pd.DataFrame | None = None,
 ) -> dict[str, str]:
-    """Write the PNGs, ``metrics.json`` and ``report.html`` into ``out_dir``; return their paths."""
+    """Write the PNGs, ``metrics.json``, ``report.html`` and (given ``films``) the per-film
+    ``predictions.parquet`` into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     classes = m["top1"]["classes"]
@@ -46,6 +52,8 @@ def write_outputs(
         "report": str(out / "report.html"),
         **{k: v for k, v in images.items() if v},
     }
+    if films is not None:
+        paths["predictions"] = str(write_film_table(films, out / "predictions.parquet"))
     m["paths"] = paths
     for name, text in (
         ("metrics.json", json.dumps(json_safe(m), indent=2, allow_nan=False)),

@@ -25,6 +25,7 @@ from cxrad.evaluate.bootstrap import cluster_ids, resample_counts
 from cxrad.evaluate.calibration import calibration_table
 from cxrad.evaluate.decisions import decision_section
 from cxrad.evaluate.evaluator import evaluate_predictions
+from cxrad.evaluate.films import film_table
 from cxrad.evaluate.metrics import MIN_COUNT
 from cxrad.evaluate.outputs import write_outputs
 from cxrad.evaluate.sites import site_section
@@ -334,5 +335,6 @@ def evaluate_run(
         "device": device,
     }
     out_dir = Path(out) if out else run_dir / "eval"
-    metrics["paths"] = write_outputs(metrics, rows, probs, out_dir)
+    films = film_table(rows, decided)
+    metrics["paths"] = write_outputs(metrics, rows, probs, out_dir, films)
     return metrics
