@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,10 @@ from PIL import Image
 
 from cxrad.cli import main
 from cxrad.errors import PredictError
-from cxrad.models import create_model, load_run, save_run
+from cxrad.models import create_model, load_run, read_config, save_run
 from cxrad.predict import Predictor, ensure_onnx, export_onnx
 from cxrad.predict.backends import OnnxBackend
-from cxrad.predict.export import onnx_weights_sha, weights_sha256
+from cxrad.predict.export import onnx_run_config, onnx_run_sha, run_sha256
 
 CLASSES = ["CARDIOMEGALY", "NORMAL", "TUBERCULOSIS"]
 SIZE = 128
@@ -57,7 +58,7 @@ def test_export_writes_a_valid_graph_with_dynamic_batch(run: Path, exported: Pat
     assert proto.opset_import[0].version >= 17
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, SIZE, SIZE]
-    assert onnx_weights_sha(exported) == weights_sha256(run)
+    assert onnx_run_sha(exported) == run_sha256(run)
 
 
 def test_onnx_logits_match_pytorch_within_1e_4(run: Path, exported: Path) -> None:
@@ -94,10 +95,23 @@ def test_onnx_predictor_matches_torch_predictor(run: Path, exported: Path, tmp_p
 def test_stale_onnx_is_re_exported(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", seed=0)
     first = export_onnx(run)
-    old = onnx_weights_sha(first)
+    old = onnx_run_sha(first)
     make_run(run, seed=1)  # retrained in place: new weights, old model.onnx
     again = ensure_onnx(run)
-    assert again == first and onnx_weights_sha(again) == weights_sha256(run) != old
+    assert again == first and onnx_run_sha(again) == run_sha256(run) != old
+
+
+def test_onnx_with_old_decisions_is_re_exported(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", seed=0)
+    first = export_onnx(run)
+    cfg = read_config(run)
+    moved = {c: 0.9 for c in cfg.operating_points}
+    ops = {c: replace(p, threshold=0.9) for c, p in cfg.operating_points.items()}
+    cfg.evolve(operating_points=ops).save(run)
+    again = ensure_onnx(run)  # same weights, refitted decisions (evaluate --fit-temperature)
+    assert again == first and onnx_run_sha(again) == run_sha256(run)
+    embedded = onnx_run_config(again)
+    assert {c: p.threshold for c, p in embedded.operating_points.items()} == moved
 
 
 def test_read_only_run_exports_to_the_cache(run: Path, tmp_path: Path, monkeypatch) -> None:
@@ -108,7 +122,7 @@ def test_read_only_run_exports_to_the_cache(run: Path, tmp_path: Path, monkeypat
     # a read-only run whose model.onnx is stale or absent: export into the cache instead
     ro = make_run(tmp_path / "ro", seed=2)
     path = ensure_onnx(ro)
-    assert path == tmp_path / "cache" / "onnx" / f"{weights_sha256(ro)}.onnx"
+    assert path == tmp_path / "cache" / "onnx" / f"{run_sha256(ro)}.onnx"
     assert not (ro / "model.onnx").exists()
     assert ensure_onnx(ro) == path  # reused
 
@@ -120,4 +134,4 @@ def test_cli_export_writes_the_onnx_file(run: Path, tmp_path: Path, capsys, monk
         main()
     _, err = capsys.readouterr()
     assert e.value.code == 0 and out.is_file() and f"wrote {out}" in err.replace("\n", "")
-    assert onnx_weights_sha(out) == weights_sha256(run)
+    assert onnx_run_sha(out) == run_sha256(run)

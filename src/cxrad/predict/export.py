@@ -5,8 +5,9 @@ included, so ONNX Runtime takes the same ``(B, 1, S, S)`` [0, 1] images as PyTor
 axis is dynamic. The run's whole :class:`~cxrad.models.RunConfig` (activation, temperatures,
 operating points, triage, preprocessing) is embedded in the ONNX ``metadata_props``, so the
 ``.onnx`` file alone reproduces the run's decisions (:func:`onnx_run_config`). The SHA-256 of
-``model.safetensors`` is stored too: an ONNX file whose weights no longer match its run is
-re-exported instead of silently used.
+``model.safetensors`` and ``config.json`` is stored too: an ONNX file whose weights *or*
+decisions no longer match its run (retrained, or refitted in place by ``cxrad evaluate
+--fit-temperature``) is re-exported instead of silently used with the old operating points.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from cxrad.errors import PredictError
 from cxrad.models import RunConfig, load_run, resolve_run
-from cxrad.models.run import WEIGHTS
+from cxrad.models.run import CONFIG, WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +32,18 @@ ONNX_NAME = "model.onnx"
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-_SHA_KEY = "cxrad_weights_sha256"
+_SHA_KEY = "cxrad_run_sha256"
 CONFIG_KEY = "cxrad_run_config"
 """ONNX metadata key holding the run's ``config.json`` (the :class:`RunConfig` JSON)."""
 
 
-def weights_sha256(run_dir: Path) -> str:
-    """SHA-256 of a run's ``model.safetensors``: what an exported ONNX file was made from."""
+def run_sha256(run_dir: Path) -> str:
+    """SHA-256 of a run's ``model.safetensors`` then ``config.json``: what an ONNX file embeds."""
     h = hashlib.sha256()
-    with open(run_dir / WEIGHTS, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for name in (WEIGHTS, CONFIG):
+        with open(run_dir / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -95,7 +97,7 @@ def export_onnx(run: str | Path = "default", out: str | Path | None = None) -> P
     proto = onnx.load(str(tmp))
     onnx.checker.check_model(proto)
     meta = {
-        _SHA_KEY: weights_sha256(run_dir),
+        _SHA_KEY: run_sha256(run_dir),
         CONFIG_KEY: cfg.to_json(),
         "cxrad_classes": json.dumps(list(cfg.classes)),
         "cxrad_model": cfg.name,
@@ -117,8 +119,8 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def onnx_weights_sha(path: Path) -> str | None:
-    """The weights hash recorded in an exported ONNX file, or None for a foreign file."""
+def onnx_run_sha(path: Path) -> str | None:
+    """The run hash recorded in an exported ONNX file, or None for a foreign or older file."""
     return onnx_metadata(path).get(_SHA_KEY)
 
 
@@ -148,19 +150,19 @@ def cache_dir() -> Path:
 def ensure_onnx(run: str | Path = "default") -> Path:
     """The ONNX file to predict with for ``run``, exporting it first if needed.
 
-    Uses ``RUN/model.onnx`` when it was exported from the run's current weights. Otherwise
-    exports there, or, when the run folder is read-only (an installed default model), into
-    :func:`cache_dir`, named by the weights' hash.
+    Uses ``RUN/model.onnx`` when it was exported from the run's current weights and config.
+    Otherwise exports there, or, when the run folder is read-only (an installed default model),
+    into :func:`cache_dir`, named by the run's hash.
     """
     run_dir = resolve_run(run)
-    sha = weights_sha256(run_dir)
+    sha = run_sha256(run_dir)
     candidates = [run_dir / ONNX_NAME, cache_dir() / f"{sha}.onnx"]
     for c in candidates:
-        if c.is_file() and onnx_weights_sha(c) == sha:
+        if c.is_file() and onnx_run_sha(c) == sha:
             return c
     target = candidates[0] if _writable(run_dir) else candidates[1]
     if target.is_file():
-        logger.info("%s was exported from other weights; exporting again", target)
+        logger.info("%s was exported from other weights or decisions; exporting again", target)
     try:
         return export_onnx(run_dir, target)
     except OSError as e:
