@@ -232,14 +232,42 @@ def fit_decision(
     """Pick the triage score, its operating point and the policy on labelled (val) films.
 
     Candidates, all under the ``triage_gate`` policy (a film called normal lists no finding):
-    1 - p(NORMAL) and the largest finding probability at ``rule`` on normal films, and "any
-    finding over its threshold" (``finding_margin`` at 0). The one with the highest film-level
-    J = share of normal films left clean + share of abnormal films flagged - 1 wins (ties: in
-    that order). The ``independent`` policy (no gate) is measured with the winner, for the record.
+    1 - p(NORMAL) and the largest finding probability, each cut at ``rule`` on normal films and
+    at its own Youden point on these films (the triage decision has its own operating point: a
+    specificity target that suits one finding can flag most films of a source the model ranks
+    poorly), and "any finding over its threshold" (``finding_margin`` at 0). The one with the
+    highest film-level J = share of normal films left clean + share of abnormal films flagged - 1
+    wins (ties: in that order). The ``independent`` policy (no gate) is measured with the
+    winner, for the record.
     """
     rule = parse_rule(rule)
     y_abn = triage_labels(labels, classes)
     over = (probs >= thresholds) & finding_mask(classes)
+    cands = _triage_candidates(probs, classes, thresholds, y_abn, over, rule)
+    if not cands:
+        raise ModelError("a run needs a NORMAL output or at least one finding to triage")
+    best = max(cands, key=lambda k: cands[k][1]["j"] if cands[k][1]["j"] is not None else -2)
+    point, _, over_b, abnormal_b = cands[best]
+    alternatives = {f"triage_gate/{k}": v[1] for k, v in cands.items()}
+    alternatives[f"independent/{best}"] = film_stats(over_b, abnormal_b, y_abn)
+    return Decision(
+        policy="triage_gate",
+        score=best.split("@")[0],
+        triage=point,
+        chosen_by="highest val film-level J (normal films clean + abnormal films flagged - 1)",
+        alternatives=alternatives,
+    )
+
+
+def _triage_candidates(
+    probs: np.ndarray,
+    classes: Sequence[str],
+    thresholds: np.ndarray,
+    y_abn: np.ndarray,
+    over: np.ndarray,
+    rule: Rule,
+) -> dict[str, tuple[OperatingPoint, dict[str, Any], np.ndarray, np.ndarray]]:
+    """``{score@cut: (point, film stats, over, abnormal)}`` for every triage score and cut-off."""
     kinds = [k for k in ("not_normal", "max_finding") if k != "not_normal" or NORMAL in classes]
     if finding_mask(classes).any():
         kinds.append("finding_margin")
@@ -247,26 +275,20 @@ def fit_decision(
     for kind in kinds:
         s = triage_score(probs, classes, kind, thresholds)
         if kind == "finding_margin":
-            point = _measured(0.0, "any finding over its threshold", None, *_split(s, y_abn))
+            points = {
+                kind: _measured(0.0, "any finding over its threshold", None, *_split(s, y_abn))
+            }
         else:
-            point = fit_point(s, y_abn, rule)
-        abnormal = s >= point.threshold
-        stats = film_stats(over & abnormal[:, None], abnormal, y_abn)
-        stats["triage_auroc"] = _auroc(s, y_abn)
-        cands[kind] = (point, stats, over, abnormal)
-    if not cands:
-        raise ModelError("a run needs a NORMAL output or at least one finding to triage")
-    best = max(kinds, key=lambda k: cands[k][1]["j"] if cands[k][1]["j"] is not None else -2)
-    point, _, over_b, abnormal_b = cands[best]
-    alternatives = {f"triage_gate/{k}": v[1] for k, v in cands.items()}
-    alternatives[f"independent/{best}"] = film_stats(over_b, abnormal_b, y_abn)
-    return Decision(
-        policy="triage_gate",
-        score=best,
-        triage=point,
-        chosen_by="highest val film-level J (normal films clean + abnormal films flagged - 1)",
-        alternatives=alternatives,
-    )
+            points = {kind: fit_point(s, y_abn, rule)}
+            if rule.kind != "youden":
+                points[f"{kind}@youden"] = fit_point(s, y_abn, "youden")
+        for name, point in points.items():
+            abnormal = s >= point.threshold
+            stats = film_stats(over & abnormal[:, None], abnormal, y_abn)
+            stats["triage_auroc"] = _auroc(s, y_abn)
+            stats["triage_cut"] = point.method
+            cands[name] = (point, stats, over, abnormal)
+    return cands
 
 
 def _split(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

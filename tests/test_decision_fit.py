@@ -1,0 +1,56 @@
+"""Stage 6, models: fit_decision picks the triage score and cut-off with the best film-level J."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxrad.models.calibrate import film_stats, fit_decision, fit_points
+
+CLASSES = ["NORMAL", "PNEUMONIA"]
+
+
+def _films(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping scores: 1 - p(NORMAL) separates the films only moderately (AUROC ~0.8)."""
+    rng = np.random.default_rng(seed)
+    sick = np.arange(n) % 2 == 1
+    z = rng.normal(0, 1, n) + 1.2 * sick
+    p_abn = 1 / (1 + np.exp(-z))
+    probs = np.c_[1 - p_abn, np.clip(p_abn + rng.normal(0, 0.2, n), 0, 1)]
+    labels = np.c_[(~sick).astype(float), sick.astype(float)]
+    return probs, labels
+
+
+def test_the_triage_cut_off_is_chosen_by_film_level_j() -> None:
+    probs, labels = _films()
+    ops = fit_points(probs, labels, CLASSES, "spec=0.95")
+    thr = np.array([ops[c].threshold for c in CLASSES])
+    d = fit_decision(probs, labels, CLASSES, thr, "spec=0.95")
+    alts = {k: v for k, v in d.alternatives.items() if k.startswith("triage_gate/")}
+    assert set(alts) >= {
+        "triage_gate/not_normal",
+        "triage_gate/not_normal@youden",
+        "triage_gate/max_finding@youden",
+        "triage_gate/finding_margin",
+    }
+    best = max(alts, key=lambda k: alts[k]["j"])
+    # with overlapping classes a 0.95-specificity cut flags few sick films: Youden's J wins
+    assert best.endswith("@youden") and d.triage.method == "youden"
+    assert d.score == best.removeprefix("triage_gate/").split("@")[0]
+    assert alts[best]["j"] > alts["triage_gate/not_normal"]["j"] + 0.05
+    # the recorded J is what the chosen cut does to these films
+    assert d.score in ("not_normal", "max_finding")
+    s = probs[:, 1] if d.score == "max_finding" else 1 - probs[:, 0]
+    abnormal = s >= d.triage.threshold
+    over = (probs >= thr) & np.array([False, True])
+    stats = film_stats(over & abnormal[:, None], abnormal, labels[:, 1])
+    assert stats["j"] == pytest.approx(alts[best]["j"])
+
+
+def test_a_youden_rule_adds_no_second_youden_candidate() -> None:
+    probs, labels = _films(seed=1)
+    ops = fit_points(probs, labels, CLASSES, "youden")
+    thr = np.array([ops[c].threshold for c in CLASSES])
+    d = fit_decision(probs, labels, CLASSES, thr, "youden")
+    assert not any("@" in k for k in d.alternatives)
+    assert d.triage.method in ("youden", "any finding over its threshold")
