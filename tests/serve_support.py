@@ -11,18 +11,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import torch
 import uvicorn
 from PIL import Image
 
 from cxrad.models import create_model, save_run
 from cxrad.serve import ServeSettings, create_app
-from helpers import synthetic_xray
+from helpers import make_dicom, synthetic_xray
 
 CLASSES = ["EFFUSION", "NORMAL", "PNEUMONIA"]
 SIZE = 128  # the seed FCN's smallest input
 # EFFUSION is always positive (threshold 0), the others never: heatmaps are predictable.
 THRESHOLDS = {"EFFUSION": 0.0, "NORMAL": 1.0, "PNEUMONIA": 1.0}
+
+
+def dicom_without_pixels(tmp: Path) -> bytes:
+    """A DICOM header with no pixel data (as a structured report is): not an image."""
+    ds = pydicom.dcmread(make_dicom(tmp / "sr.dcm", np.zeros((4, 4), np.uint16), 12))
+    del ds.PixelData
+    ds.save_as(tmp / "sr.dcm")
+    return (tmp / "sr.dcm").read_bytes()
 
 
 def make_run(path: Path) -> Path:

@@ -1,7 +1,7 @@
 """Hashing: sha1 finds byte copies, phash survives resizing, bad files become reasons.
 
 Tests that only need some film use synthetic ones (``films``); the phash and DICOM checks on
-real pairs and fixtures are marked ``data``.
+real pairs and fixtures are marked ``data``, each with a twin on films built here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from PIL import Image
 from cxrad.image import read_image
 from cxrad.manifest import hashing, make_rows
 from cxrad.manifest.hashing import add_hashes, hash_file
-from helpers import synthetic_xray
+from helpers import make_dicom, synthetic_xray
 
 
 def films(folder: Path, n: int, suffix: str = ".png", side: int = 64) -> list[Path]:
@@ -73,6 +73,19 @@ def test_phash_survives_resize_and_reencode(tmp_path: Path, shared_data: Path) -
     assert distance(p3, p5) > 10  # a different patient's film is far away
 
 
+def test_phash_survives_resize_and_reencode_of_a_synthetic_film(tmp_path: Path) -> None:
+    """The check above on films built here, so it runs without ../shared/data."""
+    (normal,) = films(tmp_path, 1)
+    other = tmp_path / "pneumonia.png"  # the same body with a bright blob in one lung
+    Image.fromarray(synthetic_xray("PNEUMONIA", np.random.default_rng(1), 64)).save(other)
+    small = tmp_path / "small.jpg"
+    Image.open(normal).resize((45, 45), Image.Resampling.BILINEAR).save(small, quality=70)
+    (s1, p1, st1, _), (s2, p2, st2, _) = hash_file(str(normal)), hash_file(str(small))
+    assert st1 == st2 == "ok" and s1 != s2
+    assert distance(p1, p2) <= 6
+    assert distance(p1, hash_file(str(other))[1]) > 10  # a different film is far away
+
+
 def test_bad_files_become_unreadable_rows(tmp_path: Path) -> None:
     (good,) = films(tmp_path / "src", 1, side=256)
     empty = tmp_path / "empty.png"
@@ -121,6 +134,24 @@ def test_dicom_monochrome1_is_inverted(shared_data: Path) -> None:
     assert hash_file(str(path))[2] == "ok"
     real = shared_data / "fixtures/xrv-tests" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"  # fmt: skip
     assert hash_file(str(real))[2] == "ok"
+
+
+def test_synthetic_dicom_monochrome1_is_inverted(tmp_path: Path) -> None:
+    """The check above on a MONOCHROME1/MONOCHROME2 pair built here (same stored pixels)."""
+    import pydicom
+
+    raw = synthetic_xray("PNEUMONIA", np.random.default_rng(0), 64).astype(np.uint16) * 16
+    m1 = make_dicom(tmp_path / "m1.dcm", raw, 12, photometric="MONOCHROME1")
+    m2 = make_dicom(tmp_path / "m2.dcm", raw, 12)
+    assert pydicom.dcmread(m1).PhotometricInterpretation == "MONOCHROME1"
+    g1, g2 = (
+        np.asarray(hashing.load_grey(str(p), p.read_bytes())).astype(np.float64) for p in (m1, m2)
+    )
+    assert np.corrcoef(g1.ravel(), raw.ravel())[0, 1] < -0.99  # inverted, like the cache
+    np.testing.assert_allclose(g1, 255 - g2, atol=1)
+    np.testing.assert_allclose(g1, np.rint(read_image(m1).pixels * 255), atol=1)
+    (_, p1, st1, _), (_, p2, st2, _) = hash_file(str(m1)), hash_file(str(m2))
+    assert st1 == st2 == "ok" and distance(p1, p2) > 32  # an inverted film hashes far away
 
 
 def test_pool_matches_inline_and_reports_progress(tmp_path: Path) -> None:

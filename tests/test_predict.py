@@ -19,6 +19,7 @@ from cxrad.errors import DecodeError, PredictError
 from cxrad.labels import abnormal_score
 from cxrad.models import create_model, save_run
 from cxrad.predict import Predictor, find_inputs
+from helpers import make_dicom
 
 CLASSES = ["EFFUSION", "NORMAL", "PNEUMONIA"]
 SIZE = 128  # the seed FCN halves seven times: 128 px is its smallest input
@@ -296,6 +297,36 @@ def test_missing_default_model_says_how_to_get_one(tmp_path: Path, capsys, monke
     assert code == 2 and "cxrad train" in err
 
 
+def assert_ok_records(recs: list[dict], files: list[str]) -> None:
+    """One ok record per file, in order, with the whole schema; no two alike (distinct inputs)."""
+    assert [r["image"] for r in recs] == files
+    for r in recs:
+        assert set(r) == RECORD_KEYS and r["status"] == "ok", r
+        assert list(r["probabilities"]) == CLASSES
+        assert 0 <= r["abnormal_score"] <= 1
+    assert len({tuple(r["probabilities"].values()) for r in recs}) == len(recs)
+
+
+def test_cli_on_synthetic_png_jpeg_dicom_rgba(
+    run: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The real-files test below on files built here: one of each kind the CLI reads."""
+    shape = (64, 56)
+    Image.fromarray(chest(5, shape)).save(tmp_path / "a.png")
+    Image.fromarray(chest(6, shape)).save(tmp_path / "b.jpeg", quality=90)
+    stored = chest(7, shape).astype(np.uint16) * 16
+    make_dicom(tmp_path / "c.dcm", stored, 12)
+    make_dicom(tmp_path / "d.dcm", stored, 12, photometric="MONOCHROME1")
+    rgba = Image.fromarray(chest(8, shape)).convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(tmp_path / "e.png")
+    files = [str(tmp_path / n) for n in ("a.png", "b.jpeg", "c.dcm", "d.dcm", "e.png")]
+    args = ["predict", *files, "--model", str(run), "--format", "jsonl", "--no-gate"]
+    code, out, err = cli(args, capsys, monkeypatch)
+    assert code == 0, err
+    assert_ok_records([json.loads(line) for line in out.splitlines()], files)
+
+
 # -- real files ----------------------------------------------------------------------------------
 
 
@@ -327,15 +358,7 @@ def test_cli_on_real_files_png_jpeg_dicom_rgba(
         monkeypatch,
     )
     assert code == 0, err
-    recs = [json.loads(line) for line in out.splitlines()]
-    assert [r["image"] for r in recs] == files
-    for r in recs:
-        assert set(r) == RECORD_KEYS and r["status"] == "ok", r
-        assert list(r["probabilities"]) == CLASSES
-        assert 0 <= r["abnormal_score"] <= 1
-    assert len({tuple(r["probabilities"].values()) for r in recs}) == len(
-        recs
-    )  # really different inputs
+    assert_ok_records([json.loads(line) for line in out.splitlines()], files)
 
 
 @pytest.mark.data

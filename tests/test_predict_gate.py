@@ -121,6 +121,26 @@ def test_cli_exit_1_wins_over_rejections(run: Path, inputs: Path, capsys, monkey
 NON_XRAY = {"CT", "MR", "US", "NM", "SEG"}
 
 
+def test_cli_rejects_synthetic_non_xray_dicoms_by_tags(
+    run: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The pydicom-data test below on files built here: the tags decide, so none fails."""
+    px = np.full((64, 64), 900, np.uint16)
+    files = [make_dicom(tmp_path / f"{m}.dcm", px, 12, Modality=m) for m in sorted(NON_XRAY)]
+    cut = tmp_path / "MR_cut.dcm"  # pixel data cut short: it cannot be decoded
+    cut.write_bytes(files[1].read_bytes()[:-4000])
+    args = ["predict", *map(str, [*files, cut]), "--model", str(run), "--format", "jsonl"]
+    code, out, err = _cli([*args, "--no-progress"], capsys, monkeypatch)
+    assert code == 3, err  # all rejected, none failed: not even the undecodable one
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert [Path(r["image"]).name for r in recs] == [*(f.name for f in files), cut.name]
+    assert {(r["status"], r["code"], r["gate"]["by"]) for r in recs} == {
+        ("rejected", "not_xray_modality", "dicom_tags")
+    }
+    code, out, _ = _cli([*args, "--no-progress", "--no-gate"], capsys, monkeypatch)
+    assert code == 1 and json.loads(out.splitlines()[-1])["status"] == "error"
+
+
 @pytest.mark.data
 def test_cli_rejects_pydicom_data_ct_mr_us_by_tags(
     shared_data: Path, run: Path, capsys, monkeypatch

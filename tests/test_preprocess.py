@@ -26,7 +26,7 @@ from cxrad.preprocess import (
     preprocess_work,
     resize,
 )
-from helpers import TINY_CLASSES, make_tiny_work, synthetic_xray
+from helpers import TINY_CLASSES, make_dicom, make_tiny_work, synthetic_xray
 
 # ----------------------------------------------------------------------------- resize
 
@@ -285,6 +285,41 @@ def test_cli_preprocess(tmp_path: Path) -> None:
     assert isinstance(r.exception, PreprocessConfigError)  # cxrad.cli.main: "error: ..." + 2
 
 
+def cached_by_name(work: Path, cfg: PreprocessConfig) -> dict[str, np.ndarray]:
+    """Each manifest row's cached image (as int), by file name; every row must be cached."""
+    cache, df = open_cache(work, cfg), read_manifest(work)
+    rows = cache.rows_for(df)
+    assert (rows >= 0).all()
+    return {
+        Path(p).name: cache.images[r].astype(int) for p, r in zip(df["path"], rows, strict=True)
+    }
+
+
+def test_mixed_formats_cache_every_file(tmp_path: Path) -> None:
+    """The real-fixtures test below on files built here: each format, sha1 left to preprocess."""
+    src = tmp_path / "src"
+    src.mkdir()
+    film = synthetic_xray("NORMAL", np.random.default_rng(0), 64)
+    Image.fromarray(film).save(src / "a.png")
+    Image.fromarray(np.stack([film] * 3, -1)).save(src / "rgb.png")
+    Image.fromarray(film.astype(np.uint16) * 257).save(src / "16bit.png")
+    Image.fromarray(film[8:56]).save(src / "wide.jpg", quality=95)  # 64 x 48: letterboxed
+    make_dicom(src / "m2.dcm", film.astype(np.uint16) * 16, 12)
+    make_dicom(src / "m1.dcm", film.astype(np.uint16) * 16, 12, photometric="MONOCHROME1")
+    files = sorted(src.iterdir())
+    recs = [{"image_id": f"t/{p.name}", "path": str(p), "status": "ok"} for p in files]
+    write_manifest(make_rows(recs), tmp_path / "work")  # sha1 left null: preprocess hashes them
+    s = preprocess_work(tmp_path / "work", PreprocessConfig(size=32), workers=1)
+    assert s.n_failed == 0 and s.n_rows == s.n_images == len(files)
+    by_name = cached_by_name(tmp_path / "work", PreprocessConfig(size=32))
+    np.testing.assert_array_equal(by_name["rgb.png"], by_name["a.png"])  # grey in RGB: no shift
+    for name in ("16bit.png", "m2.dcm"):  # the same film in 16 or 12 bits: within rounding
+        assert np.abs(by_name[name] - by_name["a.png"]).max() <= 1, name
+    assert np.abs(by_name["m1.dcm"] - (255 - by_name["m2.dcm"])).max() <= 1
+    wide = by_name["wide.jpg"]  # 4 black rows top and bottom, the film between
+    assert (wide[:4] == 0).all() and (wide[-4:] == 0).all() and wide[16].max() > 0
+
+
 @pytest.mark.data
 def test_real_fixtures_cache_every_file(tmp_path: Path, fixtures_root: Path) -> None:
     files = sorted(
@@ -301,13 +336,7 @@ def test_real_fixtures_cache_every_file(tmp_path: Path, fixtures_root: Path) -> 
     write_manifest(make_rows(recs), work)  # sha1 left null: preprocess hashes them
     s = preprocess_work(work, PreprocessConfig(size=64), workers=1)
     assert s.n_failed == 0 and s.n_rows == len(files)
-    cache = open_cache(work, PreprocessConfig(size=64))
-    df = read_manifest(work)
-    rows = cache.rows_for(df)
-    assert (rows >= 0).all()
-    by_name = {
-        Path(p).name: cache.images[r].astype(int) for p, r in zip(df["path"], rows, strict=True)
-    }
+    by_name = cached_by_name(work, PreprocessConfig(size=64))
     m1 = by_name["Fake_MONOHR1.dcm"]
     m2 = by_name["1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"]
     assert np.abs(m1 - (255 - m2)).max() <= 1  # inverse images survive resize and rounding

@@ -19,7 +19,7 @@ from PIL import Image
 from cxrad.predict import Predictor
 from cxrad.serve import ServeSettings, create_app
 from helpers import make_dicom
-from serve_support import CLASSES, SIZE, THRESHOLDS, encode, film, make_run
+from serve_support import CLASSES, SIZE, THRESHOLDS, dicom_without_pixels, encode, film, make_run
 
 
 @pytest.fixture(scope="module")
@@ -360,6 +360,12 @@ def test_real_films_png_jpeg_dicom_give_the_cli_record(
             predictor.predict(path)["probabilities"], abs=1e-6
         )
         assert decode_png(rec["preview"]).shape == (SIZE, SIZE)
+
+
+def test_non_image_dicom_is_422_with_its_reason(client: TestClient, tmp_path: Path) -> None:
+    """The real-file test below on a DICOM built here: a header without pixel data."""
+    r = client.post("/v1/predict", files=upload(dicom_without_pixels(tmp_path), "sr.dcm"))
+    assert "without pixel data" in assert_error(r, 422, "not_an_image")["message"]
 
 
 @pytest.mark.data
