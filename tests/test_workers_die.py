@@ -149,7 +149,6 @@ def reader_waiting(fifo: Path) -> int | None:
         return None
 
 
-@pytest.mark.slow  # a CLI start and two workers importing the stage: about 6 s here
 def test_kill_9_of_cxrad_preprocess_leaves_no_workers(tmp_path: Path) -> None:
     work, fifo = stuck_work(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
