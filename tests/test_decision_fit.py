@@ -54,3 +54,12 @@ def test_a_youden_rule_adds_no_second_youden_candidate() -> None:
     d = fit_decision(probs, labels, CLASSES, thr, "youden")
     assert not any("@" in k for k in d.alternatives)
     assert d.triage.method in ("youden", "any finding over its threshold")
+
+
+def test_a_normal_film_called_abnormal_is_not_cleared_even_with_no_finding() -> None:
+    y_abn = np.array([0.0, 0.0, 1.0, 1.0])
+    findings = np.zeros((4, 2), dtype=bool)  # nothing listed anywhere
+    abnormal = np.array([True, False, True, True])  # one healthy film called abnormal
+    stats = film_stats(findings, abnormal, y_abn)
+    assert stats["normal_clean"] == 1.0 and stats["normal_cleared"] == 0.5
+    assert stats["j"] == pytest.approx(0.5 + 1.0 - 1.0)

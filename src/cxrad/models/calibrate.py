@@ -209,7 +209,12 @@ def triage_labels(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
 
 
 def film_stats(findings: np.ndarray, abnormal: np.ndarray, y_abn: np.ndarray) -> dict[str, Any]:
-    """Film-level numbers of one policy: clean normal films, findings per normal, flagged sick."""
+    """Film-level numbers of one policy: clean normal films, findings per normal, flagged sick.
+
+    ``j`` counts a normal film as right only when it is *cleared*: called normal by triage and
+    listing no finding. Counting films with no finding alone would reward a policy that calls
+    healthy films abnormal but lists nothing on them.
+    """
     normal, sick = y_abn == 0, y_abn == 1
     n_find = findings.sum(axis=1)
     out: dict[str, Any] = {"n_normal": int(normal.sum()), "n_abnormal": int(sick.sum())}
@@ -217,7 +222,9 @@ def film_stats(findings: np.ndarray, abnormal: np.ndarray, y_abn: np.ndarray) ->
     out["findings_per_normal"] = float(np.mean(n_find[normal])) if normal.any() else None
     out["normal_called_normal"] = float(np.mean(~abnormal[normal])) if normal.any() else None
     out["abnormal_flagged"] = float(np.mean(abnormal[sick])) if sick.any() else None
-    vals = (out["normal_clean"], out["abnormal_flagged"])
+    cleared = ~abnormal & (n_find == 0)
+    out["normal_cleared"] = float(np.mean(cleared[normal])) if normal.any() else None
+    vals = (out["normal_cleared"], out["abnormal_flagged"])
     out["j"] = None if None in vals else float(vals[0] + vals[1] - 1.0)
     return out
 
@@ -236,8 +243,8 @@ def fit_decision(
     at its own Youden point on these films (the triage decision has its own operating point: a
     specificity target that suits one finding can flag most films of a source the model ranks
     poorly), and "any finding over its threshold" (``finding_margin`` at 0). The one with the
-    highest film-level J = share of normal films left clean + share of abnormal films flagged - 1
-    wins (ties: in that order). The ``independent`` policy (no gate) is measured with the
+    highest film-level J = share of normal films cleared (called normal, no finding) + share of
+    abnormal films flagged - 1 wins (ties: in that order). The ``independent`` policy (no gate) is measured with the
     winner, for the record.
     """
     rule = parse_rule(rule)
@@ -254,7 +261,7 @@ def fit_decision(
         policy="triage_gate",
         score=best.split("@")[0],
         triage=point,
-        chosen_by="highest val film-level J (normal films clean + abnormal films flagged - 1)",
+        chosen_by="highest val film-level J (normal films cleared + abnormal films flagged - 1)",
         alternatives=alternatives,
     )
 
