@@ -97,12 +97,14 @@ def run_one(
         logging.warning("%s / %s: another process holds %s; skipped", setting, lever, lock)
         return None
     t0 = time.perf_counter()
+    finished = (run_dir / "config.json").is_file() and (run_dir / "model.safetensors").is_file()
     try:
-        train(work, out=run_dir, hold_out=sources, **train_kwargs(lever, args))
+        if not finished:  # a run trained before a crash in scoring is scored, not retrained
+            train(work, out=run_dir, hold_out=sources, **train_kwargs(lever, args))
     finally:
         lock.unlink(missing_ok=True)
-    train_s = time.perf_counter() - t0
     model, config = load_run(run_dir)
+    train_s = config.extra.get("train_seconds") if finished else time.perf_counter() - t0
     score = _scorer(model, work, config, 128)  # the run's DecisionStep
     res = site_section(read_manifest(work), config, score, held_out_split=held_split,
                        n_boot=args.n_boot, seed=args.seed)  # fmt: skip
