@@ -27,6 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sites import SETTINGS
 
+N_BOOT = 500
+"""Patient-bootstrap resamples behind each rate's 95% CI."""
+
 
 def youden_decision(config: Any, probs: np.ndarray, labels: np.ndarray) -> Any:
     """``config``'s decision, or a triage score at its val Youden cut where that has a higher J."""
@@ -51,18 +54,20 @@ def youden_decision(config: Any, probs: np.ndarray, labels: np.ndarray) -> Any:
 
 
 def held_out_rates(model: Any, config: Any, work: Path, rows: Any) -> dict[str, Any]:
-    """Share of held-out normal films called normal, and of abnormal films flagged."""
+    """Share of held-out normal films called normal, and of abnormal films flagged (95% CIs)."""
+    from cxrad.evaluate.bootstrap import cluster_ids
+    from cxrad.evaluate.rates import rate_ci
     from cxrad.evaluate.run import _scorer
     from cxrad.models.calibrate import triage_labels
 
     rows, d = _scorer(model, work, config, 128)(rows)
     y = triage_labels(rows[list(config.classes)].to_numpy(dtype=np.float64), config.classes)
+    clusters = cluster_ids(rows)
+    normal, sick = y == 0, y == 1
     return {
         "decision": f"{config.decision.score} at {config.decision.triage.threshold:.4g}",
-        "normal_called_normal": float(np.mean(~d.abnormal[y == 0])) if (y == 0).any() else None,
-        "abnormal_flagged": float(np.mean(d.abnormal[y == 1])) if (y == 1).any() else None,
-        "n_normal": int((y == 0).sum()),
-        "n_abnormal": int((y == 1).sum()),
+        "normal_called_normal": rate_ci(~d.abnormal[normal], clusters[normal], N_BOOT, 0),
+        "abnormal_flagged": rate_ci(d.abnormal[sick], clusters[sick], N_BOOT, 1),
     }
 
 
