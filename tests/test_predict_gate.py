@@ -161,6 +161,26 @@ def test_cli_rejects_pydicom_data_ct_mr_us_by_tags(
     }
 
 
+def test_cli_rejects_the_pydicom_wheels_ct_mr_us_by_tags(run: Path, capsys, monkeypatch) -> None:
+    """The data-free twin of the test above: the real DICOMs that pydicom itself ships."""
+    from pydicom.data.data_manager import DATA_ROOT
+
+    root = Path(DATA_ROOT) / "test_files"
+    files = [p for p in sorted(root.glob("*.dcm")) if read_info(p)["Modality"] in NON_XRAY]
+    assert len(files) == 24  # 3 CT, 10 MR, 5 US, 4 NM, 2 SEG
+    code, out, err = _cli(
+        ["predict", *map(str, files), "--model", str(run), "--format", "jsonl", "--no-progress"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 3, err  # all rejected, none failed: not even the ones without pixels
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert len(recs) == len(files)
+    assert {(r["status"], r["code"], r["gate"]["by"]) for r in recs} == {
+        ("rejected", "not_xray_modality", "dicom_tags")
+    }
+
+
 @pytest.mark.data
 def test_real_cr_dicoms_chest_passes_extremity_rejected(shared_data: Path) -> None:
     root = shared_data / "fixtures" / "pydicom-data"
