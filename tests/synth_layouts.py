@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 SIDE = 16
@@ -59,7 +60,16 @@ def radiography(tmp: Path) -> Path:
     root = tmp / "covid19-radiography"
     base = root / "COVID-19_Radiography_Dataset"
     tiny_images(base, ["COVID/COVID-1.jpg", "COVID/COVID-1000.jpg", "Normal/Normal-10039.jpg"])
-    (base / "COVID.metadata.xlsx").write_bytes(b"not read by the adapter")
+    sheets = {  # the release's columns; its file names are upper case where the files are not
+        "COVID": [("COVID-1", "https://sirm.org/category/senza-categoria/covid-19/"),
+                  ("COVID-1000", "https://github.com/ieee8023/covid-chestxray-dataset")],
+        "Normal": [("NORMAL-10039", "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data")],
+    }  # fmt: skip
+    for name, rows in sheets.items():
+        table = pd.DataFrame(rows, columns=["FILE NAME", "URL"])
+        table.insert(1, "FORMAT", "PNG")
+        table.insert(2, "SIZE", "256*256")
+        table.to_excel(base / f"{name}.metadata.xlsx", index=False)
     return root
 
 

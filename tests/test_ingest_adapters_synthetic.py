@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import synth_layouts as synth
 from cxrad.ingest import ADAPTERS, ingest
+from cxrad.ingest.sites import site_from_url
 from test_ingest_adapters import NAN, NORMAL_ROW, AdapterContract
 
 PED, RAD, NIH, TBX, IEEE, CX = (
@@ -63,6 +65,20 @@ class TestRadiographySynthetic(AdapterContract):
 
     def build(self, tmp: Path, data: Path | None) -> Path:
         return synth.radiography(tmp)
+
+    def test_sites_from_the_metadata_sheets(self, df) -> None:
+        sites = df.set_index("image_id")["site"]
+        assert sites[f"{RAD}/COVID/COVID-1.jpg"] == "sirm"
+        assert sites[f"{RAD}/COVID/COVID-1000.jpg"] == "github:ieee8023"
+        assert sites[f"{RAD}/Normal/Normal-10039.jpg"] == "kaggle:rsna"  # NORMAL- in the sheet
+
+    def test_unreadable_sheet_leaves_sites_null_with_a_warning(self, root: Path, caplog) -> None:
+        sheet = root / "COVID-19_Radiography_Dataset" / "COVID.metadata.xlsx"
+        sheet.write_bytes(b"not a spreadsheet")
+        df = ADAPTERS[RAD].read(root).set_index("image_id")
+        assert df["site"].isna().sum() == 2 and df.loc[f"{RAD}/Normal/Normal-10039.jpg", "site"] == "kaggle:rsna"  # fmt: skip
+        assert "metadata sheet not read" in caplog.text
+        assert (df["status"] == "ok").all()  # labels come from the folders, not the sheets
 
 
 class TestNIHSynthetic(AdapterContract):
@@ -195,3 +211,21 @@ def test_every_synthetic_layout_ingests_together(tmp_path: Path) -> None:
     assert summary["per_source"][IEEE]["rejects"]["excluded: CT"] == 1
     assert set(ADAPTERS) >= set(per)
     assert pd.isna(df.set_index("image_id").loc[f"{IEEE}/images/gone.jpg", "sha1"])
+
+
+@pytest.mark.parametrize(
+    ("url", "site"),
+    [
+        ("https://github.com/ieee8023/covid-chestxray-dataset", "github:ieee8023"),
+        ("https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data", "kaggle:rsna"),
+        ("https://www.kaggle.com/paultimothymooney/chest-xray-pneumonia", "kaggle:kermany"),
+        ("https://www.kaggle.com/someone/other-set", "kaggle:other-set"),
+        ("https://bimcv.cipf.es/bimcv-projects/bimcv-covid19/#1590858128006", "bimcv"),
+        ("https://eurorad.org", "eurorad"),
+        ("https://example.org/x", "example.org"),
+        ("not a url", None),
+        (float("nan"), None),
+    ],
+)
+def test_site_from_url(url: object, site: str | None) -> None:
+    assert site_from_url(url) == site
