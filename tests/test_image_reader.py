@@ -189,6 +189,25 @@ def test_modality_lut_item_without_descriptor(tmp_path: Path) -> None:
     assert "Modality LUT ignored" in r.info["notes"][0]
 
 
+def test_modality_lut_maps_the_stored_values(tmp_path: Path) -> None:
+    """A valid Modality LUT (here one that runs backwards) is applied before the window."""
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]  # the standard allows 8 or 16 bits per entry
+    item.add_new(0x00283006, "US", [65535 - 16 * v for v in range(4096)])  # LUTData, as values
+    item.ModalityLUTType = "US"
+    r = _decodes_sanely(make_dicom(tmp_path / "l.dcm", RAMP, 12, ModalityLUTSequence=[item]))
+    plain = _decodes_sanely(make_dicom(tmp_path / "p.dcm", RAMP, 12))
+    np.testing.assert_allclose(r.pixels, 1.0 - plain.pixels, atol=1e-3)
+
+
+def test_modality_lut_of_12_bit_entries_is_ignored_not_fatal(tmp_path: Path) -> None:
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 12]  # not allowed for a Modality LUT; pydicom raises on it
+    item.add_new(0x00283006, "US", list(range(4096)))
+    r = _decodes_sanely(make_dicom(tmp_path / "l.dcm", RAMP, 12, ModalityLUTSequence=[item]))
+    assert "Modality LUT ignored" in r.info["notes"][0] and "12" in r.info["notes"][0]
+
+
 def test_short_voi_lut_is_ignored(tmp_path: Path) -> None:
     item = Dataset()
     item.LUTDescriptor = [4096, 0, 12]

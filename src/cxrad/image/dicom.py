@@ -264,7 +264,7 @@ def _check_modality_lut(ds: Any, notes: list[str]) -> None:
     seq = ds.get("ModalityLUTSequence")
     if seq is None:
         return
-    why = "empty sequence" if len(seq) == 0 else _lut_ok(seq[0])
+    why = "empty sequence" if len(seq) == 0 else _lut_ok(seq[0]) or _modality_bits(seq[0])
     if why:
         notes.append(f"Modality LUT ignored ({why})")
         del ds.ModalityLUTSequence
@@ -272,6 +272,12 @@ def _check_modality_lut(ds: Any, notes: list[str]) -> None:
         if tag in ds and not _finite(ds.get(tag)):
             notes.append(f"{tag} ignored (not a finite number)")
             delattr(ds, tag)
+
+
+def _modality_bits(item: Any) -> str | None:
+    """PS3.3 C.11.1.1: a Modality LUT's entries are 8 or 16 bits (pydicom fails on others)."""
+    bits = int(item.LUTDescriptor[2])
+    return None if bits in (8, 16) else f"LUT bit depth {bits} is not 8 or 16, as it must be"
 
 
 def _finite(value: Any) -> bool:
