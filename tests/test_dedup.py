@@ -195,3 +195,6 @@ def test_phash256_column_avoids_decoding_and_old_manifests_fall_back(tmp_path: P
     for f in files:  # the manifest column is enough: nothing is decoded again
         f.unlink()
     assert assign_dup_groups(df, workers=1)["dup_group"].tolist() == new
+    # and so is the hash cache for an old manifest: the files are gone, the groups stay
+    old = assign_dup_groups(df.drop(columns="phash256"), workers=1, cache=tmp_path / "c.parquet")
+    assert old["dup_group"].tolist() == new

@@ -15,6 +15,7 @@ from cxrad.labels import CLASSES
 from cxrad.manifest import make_rows, read_manifest, write_manifest
 from cxrad.manifest.image_docs import write_image_docs
 from cxrad.split import assign_splits, check_ratios, leak_checks, split_work
+from cxrad.split.work import duplicate_stats
 
 
 def synthetic(n_patients: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -199,3 +200,16 @@ def test_cli_split_rejects_bad_ratios(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["split", str(tmp_path), "--ratios", "0.5,0.6,0.1"])
     assert isinstance(result.exception, SplitError)
     assert "sum to 1" in str(result.exception)
+
+
+def test_duplicate_stats_count_groups_across_sources() -> None:
+    df = make_rows(
+        [
+            {"image_id": f"{src}/{i}.png", "path": f"/x/{src}{i}", "source": src, "status": "ok"}
+            for src, i in [("a", 0), ("b", 0), ("a", 1), ("a", 2), ("c", 0), ("b", 1)]
+        ]
+    )
+    df["dup_group"] = pd.array([0, 0, 1, 1, 2, 2], dtype="Int64")  # a+b, a+a, c+b, and no lone
+    s = duplicate_stats(df, pd.DataFrame())
+    assert (s["groups"], s["images_in_groups"], s["cross_source_groups"]) == (3, 6, 2)
+    assert s["source_pairs"] == {"a + b": 1, "b + c": 1}
