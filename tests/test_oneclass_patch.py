@@ -246,3 +246,19 @@ def test_bad_density_or_proxy_says_did_you_mean(tmp_path: Path) -> None:
         train_one_class(work, tmp_path / "r", max_epochs=1, size=32, density="patc")
     with pytest.raises(TrainError, match="Did you mean 'blob'"):
         train_one_class(work, tmp_path / "r", max_epochs=1, size=32, proxy="blobb")
+
+
+def test_cli_density_and_proxy_options(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxrad.cli import app
+
+    work = make_tiny_work(tmp_path, n_per_class=8, size=32)
+    args = ["train", str(work), "--out", str(tmp_path / "r"), "--size", "32", "--threads", "1"]
+    oc = [*args, "--task", "one-class", "--epochs", "1", "--batch-size", "8"]
+    res = CliRunner().invoke(app, [*oc, "--density", "auto", "--proxy", "blob"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["selection"]["method"] == "blob_auroc_on_normal_val"
+    bad = CliRunner().invoke(app, [*args, "--density", "patch"])
+    assert bad.exit_code != 0 and "one-class only" in str(bad.exception or bad.output)
