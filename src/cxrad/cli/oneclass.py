@@ -27,6 +27,8 @@ def train_one_class_cli(
     limit_train: int | None,
     threads: int | None,
     augment: Any,
+    density: str = "pooled",
+    proxy: str = "cutpaste",
 ) -> None:
     """Train a one-class run and print its one-line summary (the CLI's ``--task one-class``)."""
     from cxrad.models import read_config
@@ -40,13 +42,14 @@ def train_one_class_cli(
     run = train_one_class(
         work, out, max_epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         size=size, mode=mode, seed=seed, limit_train=limit_train, threads=threads,
-        augment=augment,
+        augment=augment, density=density, proxy=proxy,
     )  # fmt: skip
     cfg = read_config(run).to_dict()
     sel = cfg["selection"]
     err_console.print(
         f"[bold green]trained[/] one-class run on {cfg['data']['n_train']} NORMAL films (no "
-        f"abnormal label read): best epoch {sel['best_epoch']}, label-free proxy AUROC "
+        f"abnormal label read): {sel.get('candidate', 'pooled')} density, best epoch "
+        f"{sel['best_epoch']}, label-free proxy AUROC "
         f"{sel['proxy_auroc']:.4f} on {cfg['data']['n_val']} normal val films in "
         f"{time.perf_counter() - t0:.0f}s -> {run}",
         highlight=False,

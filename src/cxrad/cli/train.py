@@ -141,6 +141,18 @@ def train(
         help="multilabel (findings from labels) or one-class (anomaly detector trained on "
         "NORMAL films only; selected and thresholded without abnormal labels)",
     ),
+    density: str = typer.Option(
+        "pooled",
+        "--density",
+        help="one-class only: pooled (one Gaussian on pooled features), patch (PaDiM: one per "
+        "location of a stage map) or auto (the proxy chooses)",
+    ),
+    proxy: str = typer.Option(
+        "cutpaste",
+        "--proxy",
+        help="one-class only: the normal-val proxy that picks checkpoint and density: cutpaste "
+        "or blob (a synthetic local opacity); see docs/oneclass.md",
+    ),
 ) -> None:
     """Train a model on WORK's train split; keep the checkpoint with the best val macro AUROC.
 
@@ -165,6 +177,8 @@ def train(
     check_dg(dg, dg_weight)
     if task != "multilabel" and dg != "none":
         raise TrainError("--dg applies to --task multilabel; drop it for --task one-class")
+    if task == "multilabel" and (density, proxy) != ("pooled", "cutpaste"):
+        raise TrainError("--density and --proxy apply to --task one-class only; drop them")
     if task != "multilabel" and (crop, normalise) != ("none", "none"):
         raise TrainError("--crop and --normalise apply to --task multilabel only; drop them")
     writable_folder(out)  # after the option checks, so a refused command leaves no folder
@@ -173,7 +187,7 @@ def train(
 
         return train_one_class_cli(
             task, work, out, epochs, batch_size, lr, weight_decay, size, mode, seed, limit_train,
-            threads, aug,
+            threads, aug, density, proxy,
         )  # fmt: skip
     quiet_lightning()
     t0 = time.perf_counter()

@@ -62,4 +62,29 @@ def synthetic_anomalies(x: torch.Tensor, kinds: torch.Tensor, g: torch.Generator
     return torch.stack(out) if out else x
 
 
-__all__ = ["AS_IS", "CUTPASTE", "SCAR", "cutpaste", "scar", "synthetic_anomalies"]
+def local_opacity(
+    img: torch.Tensor,
+    g: torch.Generator,
+    *,
+    region: tuple[float, float] = (0.25, 0.75),
+    sigma: tuple[float, float] = (0.05, 0.15),
+    amplitude: tuple[float, float] = (0.15, 0.35),
+) -> torch.Tensor:
+    """Brighten a smooth Gaussian blob inside the central region of ``img`` ``(C, H, W)``.
+
+    A stand-in for a local opacity (a consolidation, a mass) that CutPaste never makes: the
+    centre is uniform in ``region`` (fractions of the side, the lung fields of a centred film),
+    the blob's standard deviation is ``sigma`` of the side, and a pixel ``v`` becomes
+    ``v + a * blob * (1 - v)`` (dark lung brightens most; nothing clips), ``a`` in ``amplitude``.
+    """
+    _, h, w = img.shape
+    cy, cx = _u(g, *region) * (h - 1), _u(g, *region) * (w - 1)
+    s = _u(g, *sigma) * min(h, w)
+    a = _u(g, *amplitude)
+    yy = torch.arange(h, dtype=img.dtype)[:, None]
+    xx = torch.arange(w, dtype=img.dtype)[None, :]
+    blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    return (img + a * blob * (1 - img)).clamp(0, 1)
+
+
+__all__ = ["AS_IS", "CUTPASTE", "SCAR", "cutpaste", "local_opacity", "scar", "synthetic_anomalies"]

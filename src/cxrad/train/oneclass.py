@@ -14,6 +14,13 @@ Why this method (CutPaste, Li et al., CVPR 2021, with a Gaussian density on its 
   *validation* films and CutPaste copies of them. SQUID and SimSID pick their checkpoints on
   labelled abnormal validation films; here no abnormal label and no abnormal film is read.
 
+``density`` adds PaDiM (Defard et al., ICPR 2021): a Gaussian per location of an intermediate
+stage map (``patch``), or a choice between it and the pooled Gaussian (``auto``), with the
+checkpoint, the layers and the reduction chosen together by a proxy on normal val films
+(:mod:`cxrad.train.oneclass_density`). ``proxy="blob"`` (a smooth local brightening, an anomaly
+the encoder was never trained on) is the one to choose with: the CutPaste proxy scores the
+encoder on its own training task, so it rewards features that find paste seams.
+
 Only rows with ``NORMAL == 1`` in the train and val splits are ever loaded. The threshold is the
 ``quantile`` of the normal val films' distances (by construction ``1 - quantile`` of normal films
 fall above it).
@@ -42,9 +49,23 @@ from cxrad.errors import TrainError
 from cxrad.labels import NORMAL
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
 from cxrad.models import check_input_size, save_run
-from cxrad.models.oneclass import ONE_CLASS, SPEC, build_one_class
+from cxrad.models.oneclass import ONE_CLASS, PATCH, POOLED, SPEC, build_one_class, patch_grid
 from cxrad.models.ood import GaussianOOD
-from cxrad.train.cutpaste import CUTPASTE, SCAR, synthetic_anomalies
+from cxrad.options import suggest
+from cxrad.train.cutpaste import synthetic_anomalies
+from cxrad.train.oneclass_density import (
+    PATCH_LAYER_SETS,
+    PROXIES,
+    Density,
+    best_per_candidate,
+    candidate_features,
+    candidate_name,
+    candidates,
+    encode,
+    proxy_sets,
+    proxy_table,
+    save_checkpoints,
+)
 from cxrad.train.ood import cached_batches
 from cxrad.train.setup import cpu_threads, open_work_cache
 
@@ -53,6 +74,7 @@ logger = logging.getLogger(__name__)
 TASK = "one-class"
 THRESHOLD_METHOD = "quantile_of_normal_val_distances"
 SELECTION = "cutpaste_auroc_on_normal_val"
+DENSITY_OPTIONS = (POOLED, PATCH, "auto")
 
 
 def normal_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -78,6 +100,9 @@ def train_one_class(
     proxy_fit: int = 512,
     widths: tuple[int, ...] = (32, 64, 128, 256),
     depths: tuple[int, ...] = (2, 2, 2, 2),
+    density: str = POOLED,
+    proxy: str = "cutpaste",
+    patch_layer_sets: tuple[tuple[int, ...], ...] = PATCH_LAYER_SETS,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train a one-class anomaly run on ``work``'s normal train films; select and threshold on val.
@@ -99,6 +124,11 @@ def train_one_class(
         proxy_fit: normal train films used for the per-epoch Gaussian of the proxy.
         widths: the body's stage widths (``cxr-fast``'s by default; narrower trains faster).
         depths: the body's blocks per stage.
+        density: ``pooled`` (one Gaussian on pooled features), ``patch`` (PaDiM, one per
+            location; layers and reduction chosen by the proxy) or ``auto`` (either, by the proxy).
+        proxy: ``cutpaste`` or ``blob``: the normal-val proxy AUROC that picks the checkpoint
+            and the candidate (both are recorded for every candidate and epoch).
+        patch_layer_sets: the stage sets the patch density is tried with.
         progress: ``progress(epoch, max_epochs)`` after each epoch.
 
     Returns:
@@ -111,6 +141,11 @@ def train_one_class(
         >>> train_one_class("work-ped", "runs/oneclass", max_epochs=20)  # doctest: +SKIP
     """
     t0 = time.perf_counter()
+    for name, value, choices in (("density", density, DENSITY_OPTIONS), ("proxy", proxy, PROXIES)):
+        if value not in choices:
+            raise TrainError(
+                f"{name} must be one of {', '.join(choices)}, got {value!r}.{suggest(value, choices)}"
+            )
     args = {k: v for k, v in locals().items() if k not in ("progress", "t0", "augment")}
     args.update(work=str(work), out=str(out))
     torch.set_num_threads(threads or cpu_threads())
@@ -140,25 +175,39 @@ def train_one_class(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max_epochs * steps)
     aug = RadiographAugment(augment, seed=seed)
-    proxy = _proxy_set(x_train, x_val, proxy_fit, seed)
+    sets = proxy_sets(x_train, x_val, proxy_fit, seed)
+    cands = candidates(density, len(widths), patch_layer_sets)
     history: list[dict[str, Any]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, -1, {})
+    table: list[dict[str, Any]] = []
+    states: list[dict[str, torch.Tensor]] = []
+    best: tuple[float, int, dict[str, Any]] = (-1.0, -1, cands[0])
     for epoch in range(max_epochs):
         loss = _epoch(model, x_train, opt, sched, aug, epoch, steps, batch_size, seed)
-        recalibrate_bn(model, proxy[0])
-        score = proxy_auroc(model, *proxy)
-        history.append({"epoch": epoch, "train_loss": loss, SELECTION: score})
-        logger.info("epoch %d: ssl loss %.4f, proxy AUROC %.4f", epoch, loss, score)
-        if score > best[0]:
-            best = (score, epoch, copy.deepcopy(model.state_dict()))
+        recalibrate_bn(model, sets["fit"])
+        scores = proxy_table(model, sets, cands)
+        states.append(copy.deepcopy(model.state_dict()))
+        for c in cands:
+            row = scores[candidate_name(c)]
+            table.append({"epoch": epoch, "candidate": candidate_name(c), **row})
+            if row[proxy] > best[0]:
+                best = (row[proxy], epoch, c)
+        first = scores[candidate_name(cands[0])]
+        history.append({"epoch": epoch, "train_loss": loss, PROXIES[proxy]: first[proxy]})
+        logger.info(
+            "epoch %d: ssl loss %.4f, %s proxy AUROC %s", epoch, loss, proxy,
+            ", ".join(f"{k} {v[proxy]:.4f}" for k, v in scores.items()),
+        )  # fmt: skip
         if progress:
             progress(epoch + 1, max_epochs)
-    model.load_state_dict(best[2])
-    recalibrate_bn(model, x_train)
-    fit = fit_density(model, x_train, x_val, quantile)
     out = Path(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(history).to_csv(out / "logs" / "metrics.csv", index=False)
+    pd.DataFrame(table).to_csv(out / "logs" / "proxy.csv", index=False)
+    save_checkpoints(out, states)
+    model, kwargs, fit = finish(
+        states[best[1]], best[2], x_train, x_val, quantile, widths, depths, size
+    )
+    per_candidate = best_per_candidate(table, proxy)
     config = {
         "task": TASK,
         "model": {"name": ONE_CLASS, "kwargs": kwargs},
@@ -167,11 +216,26 @@ def train_one_class(
         "activation": "sigmoid",
         "thresholds": {NORMAL: 0.5},
         "threshold_method": THRESHOLD_METHOD,
-        "selection": {"method": SELECTION, "best_epoch": best[1], "proxy_auroc": best[0]},
+        "selection": {
+            "method": PROXIES[proxy],
+            "best_epoch": best[1],
+            "proxy_auroc": best[0],
+            **({} if density == POOLED else {"candidate": candidate_name(best[2])}),
+            **({} if density == POOLED else {"candidates": per_candidate}),
+        },
         "density": fit,
         "manifest_hash": manifest_hash(df),
         "train": args,
-        "val_metrics": {"proxy_auroc": best[0], "n": len(x_val), "labels_used": [NORMAL]},
+        "val_metrics": {
+            "proxy_auroc": best[0],
+            **{
+                f"{k}_proxy_auroc": v
+                for k, v in per_candidate[candidate_name(best[2])].items()
+                if k in PROXIES
+            },
+            "n": len(x_val),
+            "labels_used": [NORMAL],
+        },
         "best_epoch": best[1],
         "epochs_run": max_epochs,
         "data": {"n_train": len(x_train), "n_val": len(x_val), "abnormal_films_read": 0},
@@ -180,8 +244,41 @@ def train_one_class(
         "cxrad_version": cxrad.__version__,
     }
     save_run(out, model.eval(), config)
-    logger.info("wrote one-class run %s (best epoch %d, proxy AUROC %.4f)", out, best[1], best[0])
+    logger.info(
+        "wrote one-class run %s (%s, best epoch %d, %s proxy AUROC %.4f)",
+        out, candidate_name(best[2]), best[1], proxy, best[0],
+    )  # fmt: skip
     return out
+
+
+def finish(
+    state: dict[str, torch.Tensor],
+    candidate: dict[str, Any],
+    x_train: torch.Tensor,
+    x_val: torch.Tensor,
+    quantile: float,
+    widths: tuple[int, ...] | list[int],
+    depths: tuple[int, ...] | list[int],
+    size: int,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Build ``candidate``'s model on a trained body ``state``, refit BN and its density.
+
+    Returns the model, its builder kwargs and the run config's ``density`` section.
+    """
+    kwargs: dict[str, Any] = {"widths": list(widths), "depths": list(depths)}
+    if candidate["density"] == PATCH:
+        layers = list(candidate["patch_layers"])
+        kwargs.update(
+            density=PATCH, patch_layers=layers, patch_grid=patch_grid(size, layers),
+            patch_reduce=candidate["patch_reduce"],
+        )  # fmt: skip
+    model = build_one_class(**kwargs)
+    body = {k: v for k, v in state.items() if k.startswith("net.backbone.")}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    assert not unexpected and all(not k.startswith("net.backbone.") for k in missing), missing
+    recalibrate_bn(model, x_train)
+    fit = fit_density(model, x_train, x_val, quantile)
+    return model, kwargs, fit
 
 
 def _load(rows: pd.DataFrame, cache: Any) -> torch.Tensor:
@@ -217,17 +314,6 @@ def _epoch(
         sched.step()
         losses.append(float(loss.detach()))
     return float(np.mean(losses))
-
-
-def _proxy_set(
-    x_train: torch.Tensor, x_val: torch.Tensor, n_fit: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fixed films for the proxy: train films for the Gaussian, normal val and CutPaste'd val."""
-    g = torch.Generator().manual_seed(mix_seed(seed, 0xA11))
-    fit = x_train[torch.randperm(len(x_train), generator=g)[:n_fit]]
-    val = x_val.float() / 255.0
-    kinds = torch.where(torch.rand(len(val), generator=g) < 0.5, CUTPASTE, SCAR)
-    return fit, x_val, (synthetic_anomalies(val, kinds, g) * 255).round().to(torch.uint8)
 
 
 @torch.no_grad()
@@ -277,20 +363,41 @@ def proxy_auroc(
 def fit_density(
     model: torch.nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, quantile: float
 ) -> dict[str, Any]:
-    """Fit the Gaussian on every normal train film; put the threshold at the val ``quantile``."""
-    g = GaussianOOD().fit(features(model, x_train))
-    d_val = g.score(features(model, x_val))
+    """Fit the model's density on every normal train film; put the threshold at the val ``quantile``."""
+    net = model.net  # type: ignore[attr-defined]
+    kind = getattr(net, "density", POOLED)
+    c: dict[str, Any] = {"density": kind}
+    if kind == PATCH:
+        c.update(patch_layers=list(net.patch_layers), patch_reduce=net.patch_reduce)
+    layers = set(c.get("patch_layers", []))
+    f_train = candidate_features(encode(model, x_train, layers), c)
+    dens = Density(c).fit(f_train)
+    d_val = dens.score(candidate_features(encode(model, x_val, layers), c))
     loc = float(np.quantile(d_val, quantile))
     scale = float(np.std(d_val)) or 1.0
-    model.net.set_density(g.mean_, g.precision_, loc, scale)
-    return {
+    net.set_density(dens.mean_, dens.precision_, loc, scale)
+    section: dict[str, Any] = {
         "method": "mahalanobis_ledoit_wolf",
+        "kind": kind,
         "threshold_distance": loc,
         "scale": scale,
         "quantile": quantile,
         "n_fit": len(x_train),
         "n_threshold": len(x_val),
     }
+    if kind == PATCH:
+        section.update(
+            layers=list(net.patch_layers), grid=net.patch_grid, reduce=net.patch_reduce
+        )  # fmt: skip
+    return section
 
 
-__all__ = ["TASK", "features", "fit_density", "normal_rows", "proxy_auroc", "train_one_class"]
+__all__ = [
+    "TASK",
+    "features",
+    "finish",
+    "fit_density",
+    "normal_rows",
+    "proxy_auroc",
+    "train_one_class",
+]
