@@ -49,21 +49,20 @@ from cxrad.errors import TrainError
 from cxrad.labels import NORMAL
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
 from cxrad.models import check_input_size, save_run
-from cxrad.models.oneclass import ONE_CLASS, PATCH, POOLED, SPEC, build_one_class, patch_grid
-from cxrad.models.ood import GaussianOOD
+from cxrad.models.oneclass import ONE_CLASS, PATCH, POOLED, SPEC, build_one_class
 from cxrad.options import suggest
 from cxrad.train.cutpaste import synthetic_anomalies
 from cxrad.train.oneclass_density import (
     PATCH_LAYER_SETS,
     PROXIES,
-    Density,
     best_per_candidate,
-    candidate_features,
     candidate_name,
     candidates,
-    encode,
+    finish,
+    fit_density,
     proxy_sets,
     proxy_table,
+    recalibrate_bn,
     save_checkpoints,
 )
 from cxrad.train.ood import cached_batches
@@ -73,7 +72,6 @@ logger = logging.getLogger(__name__)
 
 TASK = "one-class"
 THRESHOLD_METHOD = "quantile_of_normal_val_distances"
-SELECTION = "cutpaste_auroc_on_normal_val"
 DENSITY_OPTIONS = (POOLED, PATCH, "auto")
 
 
@@ -141,17 +139,73 @@ def train_one_class(
         >>> train_one_class("work-ped", "runs/oneclass", max_epochs=20)  # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    for name, value, choices in (("density", density, DENSITY_OPTIONS), ("proxy", proxy, PROXIES)):
-        if value not in choices:
-            raise TrainError(
-                f"{name} must be one of {', '.join(choices)}, got {value!r}.{suggest(value, choices)}"
-            )
+    _check_choices(density=density, proxy=proxy)
     args = {k: v for k, v in locals().items() if k not in ("progress", "t0", "augment")}
     args.update(work=str(work), out=str(out))
     torch.set_num_threads(threads or cpu_threads())
     augment = augment if augment is not None else AugmentConfig()
     args["augment"] = augment.to_dict()
     check_input_size(SPEC, size)  # before any data is read
+    df, x_train, x_val = _normal_films(work, size, mode, limit_train, seed)
+    torch.manual_seed(seed)
+    model = build_one_class(widths=list(widths), depths=list(depths))
+    cands = candidates(density, len(widths), patch_layer_sets)
+    sets = proxy_sets(x_train, x_val, proxy_fit, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max(1, len(x_train) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max_epochs * steps)
+    aug = RadiographAugment(augment, seed=seed)
+    history: list[dict[str, Any]] = []
+    table: list[dict[str, Any]] = []
+    states: list[dict[str, torch.Tensor]] = []
+    best: tuple[float, int, dict[str, Any]] = (-1.0, -1, cands[0])
+    for epoch in range(max_epochs):
+        loss = _epoch(model, x_train, opt, sched, aug, epoch, steps, batch_size, seed)
+        best = _score_epoch(model, sets, cands, proxy, epoch, loss, best, history, table)
+        states.append(copy.deepcopy(model.state_dict()))
+        if progress:
+            progress(epoch + 1, max_epochs)
+    out = Path(out)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(history).to_csv(out / "logs" / "metrics.csv", index=False)
+    pd.DataFrame(table).to_csv(out / "logs" / "proxy.csv", index=False)
+    save_checkpoints(out, states)
+    model, kwargs, fit = finish(
+        states[best[1]], best[2], x_train, x_val, quantile, widths, depths, size
+    )
+    config = _run_config(best, best_per_candidate(table, proxy), density, proxy, fit)
+    config.update(
+        model={"name": ONE_CLASS, "kwargs": kwargs},
+        preprocess={"size": size, "mode": mode},
+        manifest_hash=manifest_hash(df),
+        train=args,
+        epochs_run=max_epochs,
+        data={"n_train": len(x_train), "n_val": len(x_val), "abnormal_films_read": 0},
+        train_seconds=round(time.perf_counter() - t0, 1),
+    )
+    config["val_metrics"]["n"] = len(x_val)
+    save_run(out, model.eval(), config)
+    logger.info(
+        "wrote one-class run %s (%s, best epoch %d, %s proxy AUROC %.4f)",
+        out, candidate_name(best[2]), best[1], proxy, best[0],
+    )  # fmt: skip
+    return out
+
+
+def _check_choices(**given: str) -> None:
+    options = {"density": DENSITY_OPTIONS, "proxy": tuple(PROXIES)}
+    for name, value in given.items():
+        if value not in options[name]:
+            raise TrainError(
+                f"{name} must be one of {', '.join(options[name])}, got {value!r}."
+                f"{suggest(value, options[name])}"
+            )
+
+
+def _normal_films(
+    work: str | Path, size: int, mode: str, limit_train: int | None, seed: int
+) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+    """The manifest and the cached NORMAL train and val films (uint8): all one-class reads."""
     df = read_manifest(work)
     if "split" not in df.columns:
         raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
@@ -167,52 +221,49 @@ def train_one_class(
                 "training needs at least 2 (re-split, or run `cxrad preprocess` at this size)"
             )
     logger.info("one-class training on %d normal films (%d normal val)", len(x_train), len(x_val))
+    return df, x_train, x_val
 
-    torch.manual_seed(seed)
-    kwargs = {"widths": list(widths), "depths": list(depths)}
-    model = build_one_class(**kwargs)
-    steps = max(1, len(x_train) // batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max_epochs * steps)
-    aug = RadiographAugment(augment, seed=seed)
-    sets = proxy_sets(x_train, x_val, proxy_fit, seed)
-    cands = candidates(density, len(widths), patch_layer_sets)
-    history: list[dict[str, Any]] = []
-    table: list[dict[str, Any]] = []
-    states: list[dict[str, torch.Tensor]] = []
-    best: tuple[float, int, dict[str, Any]] = (-1.0, -1, cands[0])
-    for epoch in range(max_epochs):
-        loss = _epoch(model, x_train, opt, sched, aug, epoch, steps, batch_size, seed)
-        recalibrate_bn(model, sets["fit"])
-        scores = proxy_table(model, sets, cands)
-        states.append(copy.deepcopy(model.state_dict()))
-        for c in cands:
-            row = scores[candidate_name(c)]
-            table.append({"epoch": epoch, "candidate": candidate_name(c), **row})
-            if row[proxy] > best[0]:
-                best = (row[proxy], epoch, c)
-        first = scores[candidate_name(cands[0])]
-        history.append({"epoch": epoch, "train_loss": loss, PROXIES[proxy]: first[proxy]})
-        logger.info(
-            "epoch %d: ssl loss %.4f, %s proxy AUROC %s", epoch, loss, proxy,
-            ", ".join(f"{k} {v[proxy]:.4f}" for k, v in scores.items()),
-        )  # fmt: skip
-        if progress:
-            progress(epoch + 1, max_epochs)
-    out = Path(out)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(history).to_csv(out / "logs" / "metrics.csv", index=False)
-    pd.DataFrame(table).to_csv(out / "logs" / "proxy.csv", index=False)
-    save_checkpoints(out, states)
-    model, kwargs, fit = finish(
-        states[best[1]], best[2], x_train, x_val, quantile, widths, depths, size
-    )
-    per_candidate = best_per_candidate(table, proxy)
-    config = {
+
+def _score_epoch(
+    model: torch.nn.Module,
+    sets: dict[str, torch.Tensor],
+    cands: list[dict[str, Any]],
+    proxy: str,
+    epoch: int,
+    loss: float,
+    best: tuple[float, int, dict[str, Any]],
+    history: list[dict[str, Any]],
+    table: list[dict[str, Any]],
+) -> tuple[float, int, dict[str, Any]]:
+    """Both proxies of every candidate after ``epoch``, logged; the best (proxy, epoch, candidate)."""
+    recalibrate_bn(model, sets["fit"])
+    scores = proxy_table(model, sets, cands)
+    for c in cands:
+        row = scores[candidate_name(c)]
+        table.append({"epoch": epoch, "candidate": candidate_name(c), **row})
+        if row[proxy] > best[0]:
+            best = (row[proxy], epoch, c)
+    first = scores[candidate_name(cands[0])]
+    history.append({"epoch": epoch, "train_loss": loss, PROXIES[proxy]: first[proxy]})
+    logger.info(
+        "epoch %d: ssl loss %.4f, %s proxy AUROC %s", epoch, loss, proxy,
+        ", ".join(f"{k} {v[proxy]:.4f}" for k, v in scores.items()),
+    )  # fmt: skip
+    return best
+
+
+def _run_config(
+    best: tuple[float, int, dict[str, Any]],
+    per_candidate: dict[str, dict[str, Any]],
+    density: str,
+    proxy: str,
+    fit: dict[str, Any],
+) -> dict[str, Any]:
+    """The run config's task, decision, selection and density sections (no abnormal label)."""
+    chosen = candidate_name(best[2])
+    return {
         "task": TASK,
-        "model": {"name": ONE_CLASS, "kwargs": kwargs},
         "classes": [NORMAL],
-        "preprocess": {"size": size, "mode": mode},
         "activation": "sigmoid",
         "thresholds": {NORMAL: 0.5},
         "threshold_method": THRESHOLD_METHOD,
@@ -220,65 +271,18 @@ def train_one_class(
             "method": PROXIES[proxy],
             "best_epoch": best[1],
             "proxy_auroc": best[0],
-            **({} if density == POOLED else {"candidate": candidate_name(best[2])}),
-            **({} if density == POOLED else {"candidates": per_candidate}),
+            **({} if density == POOLED else {"candidate": chosen, "candidates": per_candidate}),
         },
         "density": fit,
-        "manifest_hash": manifest_hash(df),
-        "train": args,
         "val_metrics": {
             "proxy_auroc": best[0],
-            **{
-                f"{k}_proxy_auroc": v
-                for k, v in per_candidate[candidate_name(best[2])].items()
-                if k in PROXIES
-            },
-            "n": len(x_val),
+            **{f"{k}_proxy_auroc": v for k, v in per_candidate[chosen].items() if k in PROXIES},
             "labels_used": [NORMAL],
         },
         "best_epoch": best[1],
-        "epochs_run": max_epochs,
-        "data": {"n_train": len(x_train), "n_val": len(x_val), "abnormal_films_read": 0},
-        "train_seconds": round(time.perf_counter() - t0, 1),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cxrad_version": cxrad.__version__,
     }
-    save_run(out, model.eval(), config)
-    logger.info(
-        "wrote one-class run %s (%s, best epoch %d, %s proxy AUROC %.4f)",
-        out, candidate_name(best[2]), best[1], proxy, best[0],
-    )  # fmt: skip
-    return out
-
-
-def finish(
-    state: dict[str, torch.Tensor],
-    candidate: dict[str, Any],
-    x_train: torch.Tensor,
-    x_val: torch.Tensor,
-    quantile: float,
-    widths: tuple[int, ...] | list[int],
-    depths: tuple[int, ...] | list[int],
-    size: int,
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Build ``candidate``'s model on a trained body ``state``, refit BN and its density.
-
-    Returns the model, its builder kwargs and the run config's ``density`` section.
-    """
-    kwargs: dict[str, Any] = {"widths": list(widths), "depths": list(depths)}
-    if candidate["density"] == PATCH:
-        layers = list(candidate["patch_layers"])
-        kwargs.update(
-            density=PATCH, patch_layers=layers, patch_grid=patch_grid(size, layers),
-            patch_reduce=candidate["patch_reduce"],
-        )  # fmt: skip
-    model = build_one_class(**kwargs)
-    body = {k: v for k, v in state.items() if k.startswith("net.backbone.")}
-    missing, unexpected = model.load_state_dict(body, strict=False)
-    assert not unexpected and all(not k.startswith("net.backbone.") for k in missing), missing
-    recalibrate_bn(model, x_train)
-    fit = fit_density(model, x_train, x_val, quantile)
-    return model, kwargs, fit
 
 
 def _load(rows: pd.DataFrame, cache: Any) -> torch.Tensor:
@@ -316,88 +320,10 @@ def _epoch(
     return float(np.mean(losses))
 
 
-@torch.no_grad()
-def features(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 128) -> np.ndarray:
-    """Pooled features ``(N, F)`` of uint8 films ``(N, 1, S, S)``."""
-    model.eval()
-    out = [
-        model.forward_features(x[i : i + batch_size].float() / 255.0).double().numpy()
-        for i in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(out)
-
-
-@torch.no_grad()
-def recalibrate_bn(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 128) -> None:
-    """Recompute every BatchNorm's running statistics as exact averages over films ``x`` (uint8).
-
-    A few hundred steps leave the running estimates far from the true statistics, and the
-    Gaussian is fitted on eval-mode features; re-estimating them first ("precise BN") makes
-    those features the ones the network actually computes on normal films.
-    """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    model.train()
-    for i in range(0, len(x), batch_size):
-        model.forward_features(x[i : i + batch_size].float() / 255.0)
-    for m, mom in zip(bns, saved, strict=True):
-        m.momentum = mom
-    model.eval()
-
-
-def proxy_auroc(
-    model: torch.nn.Module, fit: torch.Tensor, normal: torch.Tensor, synthetic: torch.Tensor
-) -> float:
-    """AUROC of the Gaussian's distance, normal val films vs their synthetic anomalies (no labels)."""
-    from sklearn.metrics import roc_auc_score
-
-    g = GaussianOOD().fit(features(model, fit))
-    s = np.r_[g.score(features(model, normal)), g.score(features(model, synthetic))]
-    y = np.r_[np.zeros(len(normal)), np.ones(len(synthetic))]
-    return float(roc_auc_score(y, s))
-
-
-def fit_density(
-    model: torch.nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, quantile: float
-) -> dict[str, Any]:
-    """Fit the model's density on every normal train film; put the threshold at the val ``quantile``."""
-    net = model.net  # type: ignore[attr-defined]
-    kind = getattr(net, "density", POOLED)
-    c: dict[str, Any] = {"density": kind}
-    if kind == PATCH:
-        c.update(patch_layers=list(net.patch_layers), patch_reduce=net.patch_reduce)
-    layers = set(c.get("patch_layers", []))
-    f_train = candidate_features(encode(model, x_train, layers), c)
-    dens = Density(c).fit(f_train)
-    d_val = dens.score(candidate_features(encode(model, x_val, layers), c))
-    loc = float(np.quantile(d_val, quantile))
-    scale = float(np.std(d_val)) or 1.0
-    net.set_density(dens.mean_, dens.precision_, loc, scale)
-    section: dict[str, Any] = {
-        "method": "mahalanobis_ledoit_wolf",
-        "kind": kind,
-        "threshold_distance": loc,
-        "scale": scale,
-        "quantile": quantile,
-        "n_fit": len(x_train),
-        "n_threshold": len(x_val),
-    }
-    if kind == PATCH:
-        section.update(
-            layers=list(net.patch_layers), grid=net.patch_grid, reduce=net.patch_reduce
-        )  # fmt: skip
-    return section
-
-
 __all__ = [
     "TASK",
-    "features",
     "finish",
     "fit_density",
     "normal_rows",
-    "proxy_auroc",
     "train_one_class",
 ]

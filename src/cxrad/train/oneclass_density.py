@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 from cxrad.data.dataset import mix_seed
-from cxrad.models.oneclass import PATCH, POOLED, REDUCTIONS, pool_to_grid
+from cxrad.models.oneclass import (
+    PATCH,
+    POOLED,
+    REDUCTIONS,
+    build_one_class,
+    patch_grid,
+    pool_to_grid,
+)
 from cxrad.models.ood import GaussianOOD
 from cxrad.train.cutpaste import CUTPASTE, SCAR, local_opacity, synthetic_anomalies
 
@@ -188,6 +195,89 @@ def best_per_candidate(table: list[dict[str, Any]], proxy: str) -> dict[str, dic
     return out
 
 
+def finish(
+    state: dict[str, torch.Tensor],
+    candidate: dict[str, Any],
+    x_train: torch.Tensor,
+    x_val: torch.Tensor,
+    quantile: float,
+    widths: tuple[int, ...] | list[int],
+    depths: tuple[int, ...] | list[int],
+    size: int,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Build ``candidate``'s model on a trained body ``state``, refit BN and its density.
+
+    Returns the model, its builder kwargs and the run config's ``density`` section.
+    """
+    kwargs: dict[str, Any] = {"widths": list(widths), "depths": list(depths)}
+    if candidate["density"] == PATCH:
+        layers = list(candidate["patch_layers"])
+        kwargs.update(
+            density=PATCH, patch_layers=layers, patch_grid=patch_grid(size, layers),
+            patch_reduce=candidate["patch_reduce"],
+        )  # fmt: skip
+    model = build_one_class(**kwargs)
+    body = {k: v for k, v in state.items() if k.startswith("net.backbone.")}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    assert not unexpected and all(not k.startswith("net.backbone.") for k in missing), missing
+    recalibrate_bn(model, x_train)
+    fit = fit_density(model, x_train, x_val, quantile)
+    return model, kwargs, fit
+
+
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 128) -> None:
+    """Recompute every BatchNorm's running statistics as exact averages over films ``x`` (uint8).
+
+    A few hundred steps leave the running estimates far from the true statistics, and the
+    Gaussian is fitted on eval-mode features; re-estimating them first ("precise BN") makes
+    those features the ones the network actually computes on normal films.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model.forward_features(x[i : i + batch_size].float() / 255.0)
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    model.eval()
+
+
+def fit_density(
+    model: torch.nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, quantile: float
+) -> dict[str, Any]:
+    """Fit the model's density on every normal train film; put the threshold at the val ``quantile``."""
+    net = model.net  # type: ignore[attr-defined]
+    kind = getattr(net, "density", POOLED)
+    c: dict[str, Any] = {"density": kind}
+    if kind == PATCH:
+        c.update(patch_layers=list(net.patch_layers), patch_reduce=net.patch_reduce)
+    layers = set(c.get("patch_layers", []))
+    f_train = candidate_features(encode(model, x_train, layers), c)
+    dens = Density(c).fit(f_train)
+    d_val = dens.score(candidate_features(encode(model, x_val, layers), c))
+    loc = float(np.quantile(d_val, quantile))
+    scale = float(np.std(d_val)) or 1.0
+    net.set_density(dens.mean_, dens.precision_, loc, scale)
+    section: dict[str, Any] = {
+        "method": "mahalanobis_ledoit_wolf",
+        "kind": kind,
+        "threshold_distance": loc,
+        "scale": scale,
+        "quantile": quantile,
+        "n_fit": len(x_train),
+        "n_threshold": len(x_val),
+    }
+    if kind == PATCH:
+        section.update(
+            layers=list(net.patch_layers), grid=net.patch_grid, reduce=net.patch_reduce
+        )  # fmt: skip
+    return section
+
+
 __all__ = [
     "PATCH_LAYER_SETS",
     "PROXIES",
@@ -197,9 +287,12 @@ __all__ = [
     "candidate_name",
     "candidates",
     "encode",
+    "finish",
+    "fit_density",
     "fit_patch",
     "patch_scores",
     "proxy_sets",
     "proxy_table",
+    "recalibrate_bn",
     "save_checkpoints",
 ]
