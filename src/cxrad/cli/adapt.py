@@ -31,7 +31,8 @@ def adapt(
     operating_point: str | None = typer.Option(
         None,
         "--operating-point",
-        help="spec=0.95, sens=0.90 or youden (default: the rule the run was fitted with)",
+        help="spec=0.95, sens=0.90 or youden (default: the rule the run was fitted with; a site "
+        "is one source, so @source means the plain rule here)",
     ),
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="patient-bootstrap resamples"),
     seed: int = typer.Option(0, "--seed", help="seeds the bootstrap and the cross-fit halves"),

@@ -133,7 +133,8 @@ def train(
         "spec=0.95",
         "--operating-point",
         help="how each class's cut-off (and triage's) is chosen on val: spec=0.95 (95% of "
-        "annotated negatives stay below it), sens=0.90, or youden",
+        "annotated negatives stay below it), sens=0.90, or youden; spec=0.95@source holds the "
+        "target on every val source's negatives",
     ),
     task: str = typer.Option(
         "multilabel",
@@ -250,7 +251,8 @@ def ensemble(
         "spec=0.95",
         "--operating-point",
         help="how each class's cut-off (and triage's) is chosen on val: spec=0.95 (95% of "
-        "annotated negatives stay below it), sens=0.90, or youden",
+        "annotated negatives stay below it), sens=0.90, or youden; spec=0.95@source holds the "
+        "target on every val source's negatives",
     ),
 ) -> None:
     """Average trained runs' probabilities in one model; fit its decisions on val.

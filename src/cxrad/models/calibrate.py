@@ -10,13 +10,16 @@ films whose source marks it 0, not every film without a 1.
   negatives below the cut-off, so a film from a source where the class is rare is not flagged
   for it by default; ``sens=0.90`` catches 90% of positives; ``youden`` maximises
   sensitivity + specificity. The cut-off sits in the middle (logit scale) of the gap between
-  the two scores that bound it, for the largest margin either side.
+  the two scores that bound it, for the largest margin either side. ``spec=0.95@source`` holds
+  the target on *each* source's negatives (the strictest source's cut-off wins), so a class
+  whose negatives come mostly from one source is not cut where only that source is clean.
 - Triage: which score and policy keep healthy films clean while flagging sick ones, measured on
   the same films (:func:`fit_decision`).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from collections.abc import Sequence
@@ -37,33 +40,50 @@ logger = logging.getLogger(__name__)
 
 RULE_KINDS = ("spec", "sens", "youden")
 DEFAULT_RULE = "spec=0.95"
+PER_SOURCE = "@source"
+MIN_SOURCE_ROWS = 20
+"""A source counts on its own under ``@source`` with at least this many annotated rows on the
+rule's side (20 negatives let one in 20 lie above a 0.95 cut); smaller ones are pooled."""
 
 
 @dataclass(frozen=True)
 class Rule:
-    """How to choose a cut-off: ``spec=0.95``, ``sens=0.90`` or ``youden``."""
+    """How to choose a cut-off: ``spec=0.95``, ``sens=0.90``, ``youden``; ``@source``: per source."""
 
     kind: str = "spec"
     target: float | None = 0.95
+    per_source: bool = False
 
     def __str__(self) -> str:
-        return self.kind if self.target is None else f"{self.kind}={self.target:g}"
+        text = self.kind if self.target is None else f"{self.kind}={self.target:g}"
+        return text + (PER_SOURCE if self.per_source else "")
 
 
 def parse_rule(text: str | Rule) -> Rule:
-    """``"spec=0.95"`` -> ``Rule("spec", 0.95)``.
+    """``"spec=0.95"`` -> ``Rule("spec", 0.95)``; ``"spec=0.95@source"`` holds it per source.
 
     Raises:
-        ModelError: an unknown kind, or a target outside (0, 1).
+        ModelError: an unknown kind, a target outside (0, 1), or ``youden@source``.
     """
     if isinstance(text, Rule):
         return text
-    kind, _, value = str(text).strip().partition("=")
+    body = str(text).strip()
+    per_source = body.lower().endswith(PER_SOURCE)
+    if per_source:
+        body = body[: -len(PER_SOURCE)]
+    rule = _parse_plain(body, str(text))
+    if per_source and rule.kind == "youden":
+        raise ModelError("youden has no per-source form; use spec=0.95@source or sens=0.90@source")
+    return Rule(rule.kind, rule.target, per_source)
+
+
+def _parse_plain(body: str, text: str) -> Rule:
+    kind, _, value = body.partition("=")
     kind = kind.strip().lower()
     if kind not in RULE_KINDS:
         raise ModelError(
             f"unknown operating point {text!r}; expected spec=0.95, sens=0.90 or youden"
-            f".{suggest(kind, RULE_KINDS)}"
+            f" (optionally @source).{suggest(kind, RULE_KINDS)}"
         )
     if kind == "youden":
         return Rule("youden", None)
@@ -122,12 +142,21 @@ def _minimise(nll: Any) -> float:
     return round(float(np.exp(res.x)), 6)
 
 
-def fit_point(scores: np.ndarray, y: np.ndarray, rule: Rule | str) -> OperatingPoint:
-    """The cut-off on ``scores`` that ``rule`` picks on the annotated rows of ``y`` (1/0/NaN)."""
+def fit_point(
+    scores: np.ndarray, y: np.ndarray, rule: Rule | str, groups: np.ndarray | None = None
+) -> OperatingPoint:
+    """The cut-off on ``scores`` that ``rule`` picks on the annotated rows of ``y`` (1/0/NaN).
+
+    ``groups`` (each row's source) matters only for an ``@source`` rule: the cut-off is then
+    the strictest of the per-source ones (highest for spec, lowest for sens), so every source
+    with :data:`MIN_SOURCE_ROWS` rows on the rule's side meets the target on its own.
+    """
     rule = parse_rule(rule)
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     m = ~np.isnan(y) & np.isfinite(s)
+    if rule.per_source and groups is not None and rule.kind != "youden":
+        return _fit_per_source(s[m], y[m], np.asarray(groups, dtype=object)[m], rule)
     s, y = s[m], y[m]
     pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
     need_neg, need_pos = rule.kind in ("spec", "youden"), rule.kind in ("sens", "youden")
@@ -154,6 +183,29 @@ def fit_point(scores: np.ndarray, y: np.ndarray, rule: Rule | str) -> OperatingP
         lo = float(pooled[k - 1]) if k > 0 else None
         t = hi if lo is None else _midpoint(lo, hi if np.isfinite(hi) else None)
     return _measured(t, rule.kind, rule.target, pos, neg)
+
+
+def _fit_per_source(s: np.ndarray, y: np.ndarray, g: np.ndarray, rule: Rule) -> OperatingPoint:
+    """The strictest of the per-source cut-offs, measured on all annotated rows.
+
+    Sources too small to trust alone are pooled into one rest group (if that reaches the
+    minimum), and the cut-off over all rows is always a candidate, so none is left out.
+    """
+    plain = Rule(rule.kind, rule.target)
+    side = 0 if rule.kind == "spec" else 1
+    counts = collections.Counter(g[y == side])
+    big = [k for k, n in counts.items() if n >= MIN_SOURCE_ROWS]
+    rest = ~np.isin(g, big)
+    parts = [g == k for k in big] + [np.ones(len(g), dtype=bool)]
+    if (y[rest] == side).sum() >= MIN_SOURCE_ROWS:
+        parts.append(rest)
+    points = [fit_point(s[p], y[p], plain) for p in parts]
+    fitted = [p.threshold for p in points if not p.method.startswith("unfitted")]
+    if not fitted:
+        return points[len(big)]  # the cut over all rows, saying what it lacks
+    t = max(fitted) if rule.kind == "spec" else min(fitted)
+    pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
+    return _measured(t, f"{rule.kind}{PER_SOURCE}", rule.target, pos, neg)
 
 
 def _measured(
@@ -186,10 +238,14 @@ def _midpoint(lo: float, hi: float | None) -> float:
 
 
 def fit_points(
-    probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], rule: Rule | str
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    rule: Rule | str,
+    groups: np.ndarray | None = None,
 ) -> dict[str, OperatingPoint]:
-    """One :class:`OperatingPoint` per class."""
-    return {c: fit_point(probs[:, j], labels[:, j], rule) for j, c in enumerate(classes)}
+    """One :class:`OperatingPoint` per class (``groups``: each row's source, for ``@source``)."""
+    return {c: fit_point(probs[:, j], labels[:, j], rule, groups) for j, c in enumerate(classes)}
 
 
 def triage_labels(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
@@ -235,6 +291,7 @@ def fit_decision(
     classes: Sequence[str],
     thresholds: np.ndarray,
     rule: Rule | str = DEFAULT_RULE,
+    groups: np.ndarray | None = None,
 ) -> Decision:
     """Pick the triage score, its operating point and the policy on labelled (val) films.
 
@@ -254,7 +311,7 @@ def fit_decision(
     rule = parse_rule(rule)
     y_abn = triage_labels(labels, classes)
     over = (probs >= thresholds) & finding_mask(classes)
-    cands = _triage_candidates(probs, classes, thresholds, y_abn, over, rule)
+    cands = _triage_candidates(probs, classes, thresholds, y_abn, over, rule, groups)
     if not cands:
         raise ModelError("a run needs a NORMAL output or at least one finding to triage")
     best = max(cands, key=lambda k: cands[k][1]["j"] if cands[k][1]["j"] is not None else -2)
@@ -277,6 +334,7 @@ def _triage_candidates(
     y_abn: np.ndarray,
     over: np.ndarray,
     rule: Rule,
+    groups: np.ndarray | None = None,
 ) -> dict[str, tuple[OperatingPoint, dict[str, Any], np.ndarray, np.ndarray]]:
     """``{score: (point, film stats, over, abnormal)}`` for every triage score."""
     kinds = [k for k in ("not_normal", "max_finding") if k != "not_normal" or NORMAL in classes]
@@ -288,7 +346,7 @@ def _triage_candidates(
         if kind == "finding_margin":
             point = _measured(0.0, "any finding over its threshold", None, *_split(s, y_abn))
         else:
-            point = fit_point(s, y_abn, rule)
+            point = fit_point(s, y_abn, rule, groups)
         abnormal = s >= point.threshold
         stats = film_stats(over & abnormal[:, None], abnormal, y_abn)
         stats["triage_auroc"] = _auroc(s, y_abn)
@@ -313,11 +371,13 @@ def recalibrate(
     labels: np.ndarray,
     rule: Rule | str = DEFAULT_RULE,
     fit_temperature: bool = True,
+    groups: np.ndarray | None = None,
 ) -> RunConfig:
     """``config`` with temperatures, operating points and the decision refitted on these films.
 
     The one finalising step shared by ``cxrad train``, ``cxrad ensemble``, ``cxrad adapt`` and
-    :func:`refit`-style tools: give it the logits and labels of films the model did not train on.
+    :func:`refit`-style tools: give it the logits and labels of films the model did not train on,
+    and for an ``@source`` rule each film's source (``groups``).
     """
     rule = parse_rule(rule)
     classes = list(config.classes)
@@ -327,9 +387,9 @@ def recalibrate(
         else config.temperatures()
     )
     probs = calibrated(logits, config.activation, temps)
-    ops = fit_points(probs, labels, classes, rule)
+    ops = fit_points(probs, labels, classes, rule, groups)
     thr = np.array([ops[c].threshold for c in classes])
-    decision = fit_decision(probs, labels, classes, thr, rule)
+    decision = fit_decision(probs, labels, classes, thr, rule, groups)
     out = config.evolve(temperature=temps, operating_points=ops, decision=decision)
     logger.info(
         "decision: %s on %s at %.4g (val spec %s, sens %s); operating points %s",
@@ -345,6 +405,7 @@ def recalibrate(
 
 __all__ = [
     "DEFAULT_RULE",
+    "MIN_SOURCE_ROWS",
     "Rule",
     "film_stats",
     "fit_decision",

@@ -105,9 +105,9 @@ def ensemble_runs(
             "cxrad_version": cxrad.__version__,
         }
     )
-    logits, labels = val_logits(model, config, work, batch_size)
+    logits, labels, sources = val_logits(model, config, work, batch_size)
     config = config.evolve(extra={**config.extra, "data": {"n_val": len(labels)}})
-    out = finalise(model, config, logits, labels, out, rule)
+    out = finalise(model, config, logits, labels, out, rule, sources)
     logger.info(
         "wrote %s: %d members (val macro AUROC of members: %s) in %.0fs",
         out,

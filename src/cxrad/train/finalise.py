@@ -82,14 +82,17 @@ def finalise(
     labels: np.ndarray,
     out: str | Path,
     rule: Rule | str = DEFAULT_RULE,
+    sources: np.ndarray | None = None,
 ) -> Path:
     """Fit the decision step on val (``logits``, ``labels``), record val metrics, save the run.
+
+    ``sources`` (each val film's source) is what an ``@source`` rule holds its target on.
 
     Returns:
         ``out``, holding ``model.safetensors`` and ``config.json``.
     """
     rule = parse_rule(rule)
-    fitted = recalibrate(config, logits, labels, rule)
+    fitted = recalibrate(config, logits, labels, rule, groups=sources)
     fitted = fitted.evolve(
         val_metrics=decision_metrics(fitted, logits, labels),
         extra={
@@ -103,8 +106,8 @@ def finalise(
 
 def val_logits(
     model: Classifier, config: RunConfig, work: str | Path, batch_size: int = 64, gpu: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of WORK's cached val split, prepared the way ``config`` records."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits, labels and sources of WORK's cached val split, prepared as ``config`` records."""
     df = read_manifest(work)
     if "split" not in df.columns:
         raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
@@ -121,7 +124,7 @@ def val_logits(
             f"no cached val images in {work}; run `{pre.cache_config().command(work)}` first"
         )
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
-    return predict_logits(model, loader, gpu), ds.labels
+    return predict_logits(model, loader, gpu), ds.labels, ds.df["source"].to_numpy()
 
 
 def refit_run(
@@ -136,9 +139,9 @@ def refit_run(
         >>> refit_run("default", "work", "runs/default-refit", "spec=0.95")  # doctest: +SKIP
     """
     model, config = load_run(run)
-    logits, labels = val_logits(model, config, work)
+    logits, labels, sources = val_logits(model, config, work)
     logger.info("refitting %s on %d val images of %s (%s)", run, len(labels), work, rule)
-    return finalise(model, config, logits, labels, out, rule)
+    return finalise(model, config, logits, labels, out, rule, sources)
 
 
 __all__ = ["decision_metrics", "finalise", "predict_logits", "refit_run", "val_logits"]

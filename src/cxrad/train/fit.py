@@ -221,7 +221,8 @@ def train(
         }
     )
     logits = predict_logits(lit.model, prep.loaders.val, prep.hw.gpu)
-    finalise(lit.model, config, logits, prep.val_ds.labels, out, rule)
+    sources = prep.val_ds.df["source"].to_numpy()
+    finalise(lit.model, config, logits, prep.val_ds.labels, out, rule, sources)
     fit_run_ood(out, work)  # OOD statistics on the train films' features, threshold on val
     logger.info("wrote %s (best epoch %d, operating points %s)", out, best_epoch, rule)
     return out
