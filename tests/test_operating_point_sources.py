@@ -38,7 +38,9 @@ def test_parse_and_print_round_trip() -> None:
     with pytest.raises(ModelError, match="youden has no per-source form"):
         parse_rule("youden@source")
     with pytest.raises(ModelError, match="optionally @source"):
-        parse_rule("spec@source=0.9")
+        parse_rule("specificity=0.9@source")
+    with pytest.raises(ModelError, match="the only scope after @ is @source"):
+        parse_rule("spec=0.95@site")
 
 
 def test_pooled_cut_fails_the_noisy_source_and_per_source_holds_both() -> None:

@@ -71,6 +71,8 @@ def parse_rule(text: str | Rule) -> Rule:
     per_source = body.lower().endswith(PER_SOURCE)
     if per_source:
         body = body[: -len(PER_SOURCE)]
+    elif "@" in body:
+        raise ModelError(f"operating point {text!r}: the only scope after @ is {PER_SOURCE}")
     rule = _parse_plain(body, str(text))
     if per_source and rule.kind == "youden":
         raise ModelError("youden has no per-source form; use spec=0.95@source or sens=0.90@source")
