@@ -35,13 +35,12 @@ N_BOOT = 500
 KEYS = ("normal_no_finding", "findings_per_normal", "normal_called_normal", "abnormal_flagged")
 
 
-def scored(model: Any, cfg: Any, work: Path, rows: pd.DataFrame) -> tuple[Any, np.ndarray, Any]:
-    """``(dataset, logits, decision step)`` of ``rows`` under ``cfg``."""
+def scored(model: Any, cfg: Any, work: Path, rows: pd.DataFrame) -> tuple[Any, np.ndarray]:
+    """``(dataset, logits)`` of the cached films of ``rows``, prepared as ``cfg`` records."""
     from cxrad.evaluate.run import infer, open_dataset
-    from cxrad.models import DecisionStep
 
     ds = open_dataset(work, rows, cfg)
-    return ds, infer(model, ds, 128), DecisionStep(cfg)
+    return ds, infer(model, ds, 128)
 
 
 def per_source(cfg: Any, ds: Any, logits: np.ndarray) -> list[dict[str, Any]]:
@@ -62,7 +61,6 @@ def per_source(cfg: Any, ds: Any, logits: np.ndarray) -> list[dict[str, Any]]:
 
 def one_run(run: str, work: Path, df: pd.DataFrame) -> dict[str, Any]:
     """Both rules' per-source numbers on the in-distribution test split and the held-out films."""
-    from cxrad.evaluate.run import infer, open_dataset
     from cxrad.evaluate.sites import held_out_sources, site_rows
     from cxrad.models import load_run, recalibrate
 
@@ -71,8 +69,7 @@ def one_run(run: str, work: Path, df: pd.DataFrame) -> dict[str, Any]:
     held_split = "test" if held == ["kaggle-pediatric"] else "all"
     val, _ = site_rows(df, held, "val", held_split)
     ind, out = site_rows(df, held, "test", held_split)
-    vds = open_dataset(work, val, cfg)
-    vlogits = infer(model, vds, 128)
+    vds, vlogits = scored(model, cfg, work, val)
     groups = vds.df["source"].astype(str).to_numpy()
     parts = {"test (trained sources)": ind, **({"held out": out} if held else {})}
     result: dict[str, Any] = {"held_out": held, "n_val": len(vds)}
@@ -82,7 +79,7 @@ def one_run(run: str, work: Path, df: pd.DataFrame) -> dict[str, Any]:
             "decision": f"{fitted.decision.score} at {fitted.decision.triage.threshold:.4g}"
         }
         for name, rows in parts.items():
-            ds, logits, _ = scored(model, fitted, work, rows)
+            ds, logits = scored(model, fitted, work, rows)
             result[rule][name] = per_source(fitted, ds, logits)
     return result
 
