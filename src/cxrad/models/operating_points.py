@@ -138,8 +138,8 @@ def _fit_per_source(s: np.ndarray, y: np.ndarray, g: np.ndarray, rule: Rule) -> 
     big = [k for k, n in counts.items() if n >= MIN_SOURCE_ROWS]
     rest = ~np.isin(g, big)
     parts = [g == k for k in big] + [np.ones(len(g), dtype=bool)]
-    if (y[rest] == side).sum() >= MIN_SOURCE_ROWS:
-        parts.append(rest)
+    if big and (y[rest] == side).sum() >= MIN_SOURCE_ROWS:
+        parts.append(rest)  # without a big source the rest is all rows, already a part
     points = [fit_point(s[p], y[p], plain) for p in parts]
     fitted = [p.threshold for p in points if not p.method.startswith("unfitted")]
     if not fitted:
