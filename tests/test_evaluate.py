@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cxrad.errors import EvaluateError, ModelError
 from cxrad.evaluate import evaluate_run
@@ -110,6 +111,8 @@ def test_cli_fits_temperature_and_prints_headline(
     assert saved["decision"]["policy"] == "triage_gate"  # refitted with the temperatures
     assert t["mean_ece_after"] is not None and m["header"]["data"]["split"] == "test"
     assert m["header"]["command"].startswith("cxrad evaluate ")
+    assert m["header"]["model"]["trained_on"] is None  # a run saved before it was recorded
+    assert m["header"]["environment"]["torch"] == torch.__version__  # where the report ran
 
 
 def test_evaluate_run_errors(tiny, tmp_path: Path) -> None:

@@ -73,6 +73,8 @@ def test_run_folder_has_weights_config_and_reloads(run2: Path, tiny_work: Path) 
     assert cfg["manifest_hash"] == manifest_hash(read_manifest(tiny_work))
     assert cfg["train"]["max_epochs"] == 2 and cfg["train"]["loss"] == "bce"
     assert cfg["best_epoch"] in (0, 1)
+    assert cfg["environment"]["torch"] == torch.__version__
+    assert cfg["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     ops = cfg["operating_points"]
     assert set(ops) == set(cfg["classes"])
     assert all(0 <= op["threshold"] <= 1 and op["method"] == "spec" for op in ops.values())

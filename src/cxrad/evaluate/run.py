@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import cxrad
+from cxrad.environment import environment
 from cxrad.errors import CacheError, EvaluateError
 from cxrad.evaluate.bootstrap import cluster_ids, resample_counts
 from cxrad.evaluate.calibration import calibration_table
@@ -318,6 +319,7 @@ def evaluate_run(
             "decision": {"policy": config.decision.policy, "score": config.decision.score},
             "git_commit": config.git_commit,
             "trained": config.created,
+            "trained_on": config.extra.get("environment"),
         },
         "data": {
             "work": str(Path(work).resolve()),
@@ -334,6 +336,7 @@ def evaluate_run(
         "cxrad_version": cxrad.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device,
+        "environment": environment(),
     }
     out_dir = Path(out) if out else run_dir / "eval"
     films = film_table(rows, decided)

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import cxrad
+from cxrad.environment import environment
 from cxrad.errors import TrainError
 from cxrad.manifest import manifest_hash, read_manifest
 from cxrad.models import DEFAULT_RULE, RunConfig, load_run, parse_rule, resolve_run
@@ -101,6 +102,7 @@ def ensemble_runs(
             "activation": activation,
             "manifest_hash": work_hash,
             "git_commit": git_commit(),
+            "environment": environment(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cxrad_version": cxrad.__version__,
         }

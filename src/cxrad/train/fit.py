@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 import cxrad
 from cxrad.data import AugmentConfig, make_dataloaders, trainable_classes
 from cxrad.data.holdout import drop_held_out, parse_sources
+from cxrad.environment import environment
 from cxrad.errors import TrainError
 from cxrad.manifest import manifest_hash, read_manifest
 from cxrad.models import (
@@ -215,6 +216,7 @@ def train(
                 "precision": prep.hw.precision,
                 "strategy": prep.hw.strategy,
             },
+            "environment": environment(),
             "train_seconds": round(time.perf_counter() - t0, 1),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cxrad_version": cxrad.__version__,

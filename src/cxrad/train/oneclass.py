@@ -45,6 +45,7 @@ import cxrad
 from cxrad.data import AugmentConfig
 from cxrad.data.augment import RadiographAugment
 from cxrad.data.dataset import mix_seed
+from cxrad.environment import environment
 from cxrad.errors import TrainError
 from cxrad.labels import NORMAL
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
@@ -280,6 +281,7 @@ def _run_config(
             "labels_used": [NORMAL],
         },
         "best_epoch": best[1],
+        "environment": environment(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cxrad_version": cxrad.__version__,
     }
