@@ -109,6 +109,8 @@ def test_find_inputs_walks_folders_takes_files_and_globs(folder: Path) -> None:
         ("empty", "holds no images"),
         ("glob", "matches no files"),
         ("none", "no inputs given"),
+        ("blank", "an empty path was given"),
+        ("spaces", "an empty path was given"),
     ],
 )
 def test_find_inputs_errors_name_the_culprit(tmp_path: Path, kind: str, message: str) -> None:
@@ -119,6 +121,8 @@ def test_find_inputs_errors_name_the_culprit(tmp_path: Path, kind: str, message:
         "empty": [str(tmp_path / "empty")],
         "glob": [str(tmp_path / "*.dcm")],
         "none": [],
+        "blank": [""],  # Path("") is ".": without the check, the cwd would be scanned
+        "spaces": [str(tmp_path / "empty" / "notes.txt"), "  "],
     }[kind]
     with pytest.raises(PredictError, match=message):
         find_inputs(arg)
@@ -164,6 +168,40 @@ def test_record_schema_and_values(predictor: Predictor) -> None:
     assert rec["normal"] is False and rec["triage"]["threshold"] == 0.0
     assert rec["abnormal_score"] == rec["triage"]["score"]
     assert rec["abnormal_score"] == pytest.approx(float(abnormal_score(p, CLASSES)))
+
+
+def test_every_record_names_the_data_split_and_code_behind_it(tmp_path: Path) -> None:
+    model = create_model("seed-fcn", num_classes=len(CLASSES))
+    config = {
+        "model": {"name": "seed-fcn", "kwargs": {}},
+        "classes": CLASSES,
+        "preprocess": {"size": SIZE, "mode": "letterbox"},
+        "thresholds": {"EFFUSION": 0.0, "NORMAL": 1.0, "PNEUMONIA": 1.0},
+        "manifest_hash": "0123456789abcdef",
+        "held_out_sources": ["nih"],
+        "git_commit": "f" * 40,
+        "created": "2026-12-03T00:00:00+00:00",
+        "cxrad_version": "9.9.9",
+        "operating_point_rule": "spec=0.95@source",
+    }
+    p = Predictor.from_run(save_run(tmp_path / "run", model, config))
+    ok = p.predict(chest(5))
+    (tmp_path / "bad.png").write_text("not an image")
+    (bad,) = p.predict_many([tmp_path / "bad.png"])  # an error record
+    assert bad["status"] == "error"
+    for rec in (ok, bad):
+        assert rec["run"] == {
+            "name": "seed-fcn",
+            "manifest_hash": "0123456789abcdef",
+            "held_out_sources": ["nih"],
+            "created": "2026-12-03T00:00:00+00:00",
+            "git_commit": "f" * 40,
+            "cxrad_version": "9.9.9",
+            "operating_point_rule": "spec=0.95@source",
+            "decision": "independent",
+        }
+    ok["run"]["name"] = "changed"  # each record owns its copy
+    assert p.predict(chest(5))["run"]["name"] == "seed-fcn"
 
 
 def test_fixed_threshold_mode(run: Path, predictor: Predictor) -> None:

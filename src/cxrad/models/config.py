@@ -179,6 +179,23 @@ class RunConfig:
     def temperatures(self) -> tuple[float, ...]:
         return self.temperature or (1.0,) * len(self.classes)
 
+    def provenance(self) -> dict[str, Any]:
+        """Which data, split, code and decision rule this run came from.
+
+        Every prediction record carries it, so a result read on its own still names the model
+        behind it: the manifest fingerprint covers the images, labels and split.
+        """
+        return {
+            "name": self.name,
+            "manifest_hash": self.manifest_hash,
+            "held_out_sources": list(self.held_out_sources),
+            "created": self.created,
+            "git_commit": self.git_commit,
+            "cxrad_version": self.extra.get("cxrad_version"),
+            "operating_point_rule": self.extra.get("operating_point_rule"),
+            "decision": self.decision.policy if self.decision is not None else None,
+        }
+
     def evolve(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` (the config is frozen)."""
         return replace(self, **changes)

@@ -72,8 +72,8 @@ def find_inputs(sources: Iterable[str | os.PathLike[str]]) -> list[InputFile]:
         sources: paths as the user typed them.
 
     Raises:
-        PredictError: no sources, or a source that matches no image (missing path, empty
-            folder, glob without matches).
+        PredictError: no sources, an empty source, or a source that matches no image
+            (missing path, empty folder, glob without matches).
 
     Example:
         >>> [f.path.name for f in find_inputs(["scans/"])]  # doctest: +SKIP
@@ -94,6 +94,10 @@ def find_inputs(sources: Iterable[str | os.PathLike[str]]) -> list[InputFile]:
     for src in sources:
         before = len(found)
         matched = 0
+        if not src.strip():  # Path("") is ".", so an unset shell variable would scan the cwd
+            raise PredictError(
+                "an empty path was given (an unset variable?); pass a file or folder"
+            )
         p = Path(src).expanduser()
         if p.is_dir():
             skipped: list[InputFile] = []
