@@ -12,17 +12,35 @@ import os
 import platform
 from pathlib import Path
 
+ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4")
+"""The vector-instruction flags that oneDNN and MKL choose kernels by, beyond ATen's level."""
 
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's marketing name (Linux ``model name``), else what :mod:`platform` reports."""
+
+def _cpuinfo(key: str, cpuinfo: Path) -> str:
+    """The first ``key`` line's value in ``/proc/cpuinfo`` ("" when absent or unreadable)."""
     try:
         for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
+            k, _, value = line.partition(":")
+            if k.strip() == key and value.strip():
                 return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's marketing name (Linux ``model name``), else what :mod:`platform` reports."""
+    return _cpuinfo("model name", cpuinfo) or platform.processor() or platform.machine()
+
+
+def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The CPU's vector-ISA flags, sorted.
+
+    Two hosts that both report ``cpu_capability`` AVX512 can still run different oneDNN
+    kernels (AMX, VNNI, BF16), and a virtual CPU's model name is often generic.
+    """
+    flags = _cpuinfo("flags", cpuinfo).split()
+    return sorted(f for f in set(flags) if f.startswith(ISA_PREFIXES))
 
 
 def environment() -> dict[str, object]:
@@ -47,6 +65,7 @@ def environment() -> dict[str, object]:
         "gpus": torch.cuda.device_count() if cuda else 0,
         "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

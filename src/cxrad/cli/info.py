@@ -20,4 +20,5 @@ def info(
         out_console.print_json(json.dumps(env))
         return
     for k, v in env.items():
-        out_console.print(f"[bold]{k:>14}[/]  {v}")
+        shown = " ".join(v) if isinstance(v, list) else v
+        out_console.print(f"[bold]{k:>14}[/]  {shown}")
