@@ -201,7 +201,8 @@ def test_every_record_names_the_data_split_and_code_behind_it(tmp_path: Path) ->
             "decision": "independent",
         }
     ok["run"]["name"] = "changed"  # each record owns its copy
-    assert p.predict(chest(5))["run"]["name"] == "seed-fcn"
+    ok["run"]["held_out_sources"].append("x")
+    assert p.predict(chest(5))["run"] == bad["run"]
 
 
 def test_fixed_threshold_mode(run: Path, predictor: Predictor) -> None:

@@ -116,7 +116,6 @@ class Predictor:
         self.workers = max(1, int(workers))
         self.classes: list[str] = list(self.config.classes)
         self.name: str = self.config.name
-        self.provenance = self.config.provenance()
         self.preprocess = self.config.preprocess.cache_config()
         fixed = [float(threshold)] * len(self.classes) if threshold_mode == "fixed" else None
         self.step = DecisionStep(self.config, thresholds=fixed)
@@ -221,7 +220,7 @@ class Predictor:
             "reason": reason,
             "gate": None,
             "ood": None,
-            "run": dict(self.provenance),
+            "run": self.config.provenance(),  # a fresh dict: each record owns its copy
         }
 
     def _error(self, path: str, reason: str, code: str = "unreadable") -> dict[str, Any]:
