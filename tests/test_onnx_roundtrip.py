@@ -48,6 +48,7 @@ def test_onnx_file_alone_gives_the_same_decisions(trained: Path, tmp_path: Path)
         assert a["normal"] == b["normal"] and a["positive"] == b["positive"]
         assert [f["threshold"] for f in a["findings"]] == [f["threshold"] for f in b["findings"]]
         assert a["triage"]["threshold"] == b["triage"]["threshold"]
+        assert a["run"] == b["run"] and a["run"]["manifest_hash"]  # the file alone names its data
         for c in a["probabilities"]:
             assert a["probabilities"][c] == pytest.approx(b["probabilities"][c], abs=1e-4)
 
