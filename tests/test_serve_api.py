@@ -91,6 +91,14 @@ def test_model_info(client: TestClient) -> None:
     assert "not for diagnosis" in info["model_card"]["intended_use"]
 
 
+def test_model_card_names_the_run_as_each_prediction_does(client: TestClient) -> None:
+    """The card and a record's ``run`` block come from one place, so they cannot disagree."""
+    card = client.get("/v1/model").json()["model_card"]
+    rec = client.post("/v1/predict", files=upload(encode(film(seed=3), "PNG"))).json()
+    assert len(rec["run"]) >= 8 and rec["run"]["name"] == "seed-fcn"
+    assert {k: card[k] for k in rec["run"]} == rec["run"]
+
+
 @pytest.mark.parametrize(
     ("name", "fmt", "mime"),
     [("a.png", "PNG", "image/png"), ("b.jpg", "JPEG", "image/jpeg"), ("noext", "PNG", "x/y")],

@@ -39,10 +39,7 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "intended_use": INTENDED_USE,
             "architecture": (config.get("model") or {}).get("name"),
             "task": config.get("task"),
-            "created": config.get("created"),
-            "manifest_hash": config.get("manifest_hash"),
-            "git_commit": config.get("git_commit"),
-            "held_out_sources": config.get("held_out_sources"),
+            **predictor.config.provenance(),  # what every prediction record's `run` says
             "n_train": data.get("n_train"),
             "n_val": data.get("n_val"),
             "val_macro_auroc": val.get("macro_auroc"),
