@@ -172,6 +172,9 @@ def test_ensemble_errors_say_what_to_do(
     stale = make_member_run(tmp_path / "stale", tiny_work, 8, manifest_hash="0000")
     with pytest.raises(TrainError, match="'manifest_hash'"):
         ensemble_runs([members[0], stale], tiny_work, tmp_path / "e4")
+    held = make_member_run(tmp_path / "held", tiny_work, 6, held_out_sources=["tiny"])
+    with pytest.raises(TrainError, match="'held_out_sources'"):
+        ensemble_runs([members[0], held], tiny_work, tmp_path / "e6")
     both_stale = [stale, make_member_run(tmp_path / "stale2", tiny_work, 7, manifest_hash="0000")]
     with pytest.raises(TrainError, match="trained on manifest 0000"):
         ensemble_runs(both_stale, tiny_work, tmp_path / "e5")

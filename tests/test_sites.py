@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxrad.data.holdout import drop_held_out, linked_to, parse_sources
+from cxrad.data.holdout import drop_held_out, fit_rows, linked_to, parse_sources
 from cxrad.errors import TrainError
 from cxrad.evaluate.rates import auroc_ci, rate_ci
 from cxrad.evaluate.sites import TRIAGE, held_out_sources, site_gap, site_rows
@@ -130,25 +130,38 @@ def test_site_rows_keep_held_out_films_from_every_split() -> None:
     assert test_only["image_id"].tolist() == ["b/3"]
 
 
-def test_train_with_hold_out_then_evaluate_reports_the_gap(tmp_path: Path) -> None:
-    from cxrad.evaluate import evaluate_run
-    from cxrad.models import read_config
+@pytest.fixture(scope="module")
+def held_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.DataFrame]:
+    """A tiny two-site work folder and a 1-epoch run trained with ``siteb`` held out."""
     from cxrad.train import train
 
-    work = make_tiny_work(tmp_path, n_per_class=15, size=32)
+    tmp = tmp_path_factory.mktemp("held")
+    work = make_tiny_work(tmp, n_per_class=15, size=32)
     df = read_manifest(work)
     df["source"] = np.where(np.arange(len(df)) % 3 == 0, "siteb", "sitea")
     write_manifest(df, work)
     run = train(
-        work, out=tmp_path / "run", max_epochs=1, batch_size=8, size=32, progress=False,
+        work, out=tmp / "run", max_epochs=1, batch_size=8, size=32, progress=False,
         threads=1, hold_out=["siteb"],
     )  # fmt: skip
+    return work, run, df
+
+
+def _fit_count(df: pd.DataFrame, split: str) -> int:
+    return int(((df["source"] == "sitea") & (df["split"] == split)).sum())
+
+
+def test_train_with_hold_out_then_evaluate_reports_the_gap(held_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from cxrad.evaluate import evaluate_run
+    from cxrad.models import read_config
+    from cxrad.train import train
+
+    work, run, df = held_run
     cfg = read_config(run)
     assert cfg.held_out_sources == ("siteb",)
     assert cfg.to_dict()["held_out_sources"] == ["siteb"]
-    assert cfg.extra["data"]["n_train"] + cfg.extra["data"]["n_val"] == int(
-        ((df["source"] == "sitea") & df["split"].isin(["train", "val"])).sum()
-    )
+    assert cfg.extra["data"]["n_train"] == _fit_count(df, "train")
+    assert cfg.extra["data"]["n_val"] == _fit_count(df, "val")
     m = evaluate_run(run, work, n_boot=50, out=tmp_path / "eval", min_count=3)
     s = m["sites"]
     assert s["status"] == "ok" and s["held_out_sources"] == ["siteb"]
@@ -157,3 +170,48 @@ def test_train_with_hold_out_then_evaluate_reports_the_gap(tmp_path: Path) -> No
     assert "Site gap" in (tmp_path / "eval" / "report.html").read_text()
     with pytest.raises(TrainError, match="no source"):
         train(work, out=tmp_path / "r2", max_epochs=1, size=32, progress=False, hold_out=["x"])
+
+
+def test_the_ood_statistics_never_see_the_held_out_source(held_run) -> None:  # type: ignore[no-untyped-def]
+    from cxrad.models import read_config
+    from cxrad.train.ood import fit_run_ood
+
+    work, run, df = held_run
+    ood = read_config(run).ood
+    assert ood["n_fit"] == _fit_count(df, "train") < int((df["split"] == "train").sum())
+    assert ood["n_threshold"] == _fit_count(df, "val") < int((df["split"] == "val").sum())
+    assert fit_run_ood(run, work)["n_fit"] == ood["n_fit"]  # `cxrad fit-ood` alike
+
+
+def test_refitted_cut_offs_never_see_the_held_out_source(held_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from cxrad.evaluate import evaluate_run
+    from cxrad.models import load_run
+    from cxrad.train.finalise import val_logits
+
+    work, run, df = held_run
+    model, cfg = load_run(run)
+    logits, labels, sources = val_logits(model, cfg, work)
+    assert len(logits) == len(labels) == _fit_count(df, "val") and set(sources) == {"sitea"}
+    copy = shutil.copytree(run, tmp_path / "copy")  # --fit-temperature rewrites the run
+    m = evaluate_run(
+        copy, work, n_boot=20, out=tmp_path / "eval", fit_temperature=True, min_count=3
+    )
+    assert m["calibration"]["temperature"]["n_val"] == _fit_count(df, "val")
+
+
+def test_fit_rows_drop_a_held_out_source_and_its_links_and_tolerate_its_absence() -> None:
+    df = frame(
+        ["a", "a", "b", "b", "c"],
+        ["train", "val", "train", "val", "val"],
+        [0, 1, 0, 2, 3],  # b's train film duplicates a's
+        ["a:1", "a:2", "b:1", "b:2", "a:2"],  # c's film shares a's patient
+    )
+    cfg = RunConfig.from_dict({"model": {"name": "cxr-fast"}, "classes": ["NORMAL"]})
+    held = cfg.evolve(held_out_sources=("a",))
+    assert fit_rows(df, held, "train")["image_id"].tolist() == []
+    assert fit_rows(df, held, "val")["image_id"].tolist() == ["b/3"]
+    assert fit_rows(df, cfg, "val")["image_id"].tolist() == ["a/1", "b/3", "c/4"]
+    elsewhere = cfg.evolve(held_out_sources=("z",))  # evaluated on a folder without z
+    assert fit_rows(df, elsewhere, "train")["image_id"].tolist() == ["a/0", "b/2"]

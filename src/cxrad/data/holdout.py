@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cxrad.errors import TrainError
+from cxrad.manifest import STATUS_OK
 from cxrad.options import suggest
 
 logger = logging.getLogger(__name__)
@@ -79,4 +81,29 @@ def drop_held_out(df: pd.DataFrame, sources: Sequence[str]) -> pd.DataFrame:
     return df[~drop]
 
 
-__all__ = ["check_sources", "drop_held_out", "linked_to", "parse_sources"]
+def held_out_sources(config: Any) -> list[str]:
+    """A run's held-out sources (``held_out_sources`` in config.json, else ``train.hold_out``)."""
+    return list(config.held_out_sources or (config.train or {}).get("hold_out") or [])
+
+
+def fit_rows(df: pd.DataFrame, config: Any, split: str) -> pd.DataFrame:
+    """The ``ok`` rows of ``split`` that the run of ``config`` trained on, or may fit on.
+
+    Whatever is fitted for a run after its weights (temperatures, operating points, the OOD
+    Gaussian) must see only the films training saw: a held-out source, and the films linked
+    to it, stay out, or the "unseen" site would shape the run's own cut-offs.
+    """
+    ok = df[df["status"] == STATUS_OK]
+    present = set(ok["source"].dropna().astype(str))
+    kept = drop_held_out(ok, [s for s in held_out_sources(config) if s in present])
+    return kept[kept["split"] == split]
+
+
+__all__ = [
+    "check_sources",
+    "drop_held_out",
+    "fit_rows",
+    "held_out_sources",
+    "linked_to",
+    "parse_sources",
+]

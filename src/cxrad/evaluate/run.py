@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import cxrad
+from cxrad.data.holdout import fit_rows
 from cxrad.environment import environment
 from cxrad.errors import CacheError, EvaluateError
 from cxrad.evaluate.bootstrap import cluster_ids, resample_counts
@@ -165,7 +166,8 @@ def _temperature(
             f"{run_dir} to a folder of your own and evaluate that instead"
         )
     previous = config.temperature
-    val_ds = open_dataset(work, select_rows(df, "val"), config)
+    select_rows(df, "val")  # says what to run when there is no val split
+    val_ds = open_dataset(work, fit_rows(df, config, "val"), config)  # never a held-out source
     val_logits = infer(model, val_ds, batch_size)
     rule = str(config.extra.get("operating_point_rule") or DEFAULT_RULE)
     sources = val_ds.df["source"].to_numpy()
@@ -257,7 +259,7 @@ def evaluate_run(
     probs = decided.probabilities
     y_train = None
     if "split" in df.columns:
-        tr = df[(df["status"] == STATUS_OK) & (df["split"] == "train")]
+        tr = fit_rows(df, config, "train")  # the films the run trained on
         y_train = tr[classes].to_numpy(dtype=np.float64) if len(tr) else None
     metrics = evaluate_predictions(
         rows,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrad.data.holdout import linked_to
+from cxrad.data.holdout import held_out_sources, linked_to
 from cxrad.evaluate.bootstrap import cluster_ids
 from cxrad.evaluate.metrics import MIN_COUNT
 from cxrad.evaluate.rates import auroc_ci, difference, public, rate_ci
@@ -26,11 +26,6 @@ from cxrad.models.calibrate import triage_labels
 
 TRIAGE = "triage"
 """The row name of abnormal-vs-normal: the run's triage score against the film's triage label."""
-
-
-def held_out_sources(config: RunConfig) -> list[str]:
-    """The run's held-out sources (``held_out_sources`` in config.json), ``[]`` when none."""
-    return list(config.held_out_sources or (config.train or {}).get("hold_out") or [])
 
 
 def site_rows(

@@ -27,7 +27,7 @@ from cxrad.train.fit import git_commit
 
 logger = logging.getLogger(__name__)
 
-MUST_AGREE = ("classes", "activation", "preprocess", "manifest_hash")
+MUST_AGREE = ("classes", "activation", "preprocess", "manifest_hash", "held_out_sources")
 """RunConfig fields every member must share: same outputs, same input, same training data."""
 
 
@@ -101,6 +101,7 @@ def ensemble_runs(
             "preprocess": asdict(first.preprocess),
             "activation": activation,
             "manifest_hash": work_hash,
+            "held_out_sources": list(first.held_out_sources),  # and its cut-offs never see them
             "git_commit": git_commit(),
             "environment": environment(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from cxrad.data import CachedDataset
+from cxrad.data.holdout import fit_rows
 from cxrad.errors import TrainError
-from cxrad.manifest import STATUS_OK, read_manifest
+from cxrad.manifest import read_manifest
 from cxrad.models import (
     DEFAULT_RULE,
     Classifier,
@@ -111,7 +112,7 @@ def val_logits(
     df = read_manifest(work)
     if "split" not in df.columns:
         raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
-    val = df[(df["status"] == STATUS_OK) & (df["split"] == "val")].reset_index(drop=True)
+    val = fit_rows(df, config, "val").reset_index(drop=True)  # never a held-out source
     pre = config.preprocess
     ds = CachedDataset(
         val,

@@ -3,7 +3,7 @@
 ``cxrad train`` calls :func:`fit_run_ood` at the end of every run; ``cxrad fit-ood RUN --data
 WORK`` does the same for a run trained before (the shipped default, say). The Gaussian is fitted
 on the *train* films' penultimate features and its threshold is a quantile of the *val* films'
-scores; test films play no part.
+scores; test films play no part, and neither do the run's held-out sources.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrad.data.holdout import fit_rows
 from cxrad.errors import TrainError
-from cxrad.manifest import STATUS_OK, read_manifest
+from cxrad.manifest import read_manifest
 from cxrad.models import Classifier, load_run, resolve_run
 from cxrad.models.ood import DEFAULT_QUANTILE, GaussianOOD, attach_ood
 from cxrad.train.setup import open_work_cache
@@ -61,16 +62,15 @@ def fit_run_ood(
     df = read_manifest(work)
     if "split" not in df.columns:
         raise TrainError(f"the manifest in {work} has no split; run `cxrad split {work}` first")
-    df = df[df["status"] == STATUS_OK]
     size = int(cfg.preprocess.size)
     pre = cfg.preprocess
     cache = open_work_cache(work, size, str(pre.mode), pre.normalise, pre.crop)
-    train_df = df[df["split"] == "train"]
+    train_df = fit_rows(df, cfg, "train")  # a held-out source stays unseen here too
     if len(train_df) > max_fit:
         train_df = train_df.sample(n=max_fit, random_state=seed).sort_index()
     feats = {
         name: split_features(model, rows, cache, batch_size)
-        for name, rows in (("train", train_df), ("val", df[df["split"] == "val"]))
+        for name, rows in (("train", train_df), ("val", fit_rows(df, cfg, "val")))
     }
     for name, f in feats.items():
         if len(f) < 2:
