@@ -54,7 +54,7 @@ from cxrad.train.finalise import finalise, predict_logits, predict_probs
 from cxrad.train.inputs import check_loaded, check_options, streamed_loaders, training_rows
 from cxrad.train.losses import pos_weight_from_labels
 from cxrad.train.module import CxrModule
-from cxrad.train.ood import fit_run_ood
+from cxrad.train.ood import fit_ood_if_cached, fit_run_ood
 from cxrad.train.setup import (
     Hardware,
     git_commit,
@@ -225,7 +225,10 @@ def train(
     logits = predict_logits(lit.model, prep.loaders.val, prep.hw.gpu)
     sources = prep.val_ds.df["source"].to_numpy()
     finalise(lit.model, config, logits, prep.val_ds.labels, out, rule, sources)
-    fit_run_ood(out, work)  # OOD statistics on the train films' features, threshold on val
+    if data_format == "webdataset":  # the shards may be all there is on this node
+        fit_ood_if_cached(out, work)
+    else:
+        fit_run_ood(out, work)  # OOD statistics on the train films' features, threshold on val
     logger.info("wrote %s (best epoch %d, operating points %s)", out, best_epoch, rule)
     return out
 
@@ -271,7 +274,7 @@ def prepare(
     Raises:
         TrainError: bad options, no train/val rows, nothing cached.
     """
-    check_options(data_format, loss, sampler, normalise, crop, dg)
+    check_options(data_format, loss, sampler, normalise, crop, dg, hold_out, limit_train)
     get_spec(model)  # an unknown name fails now, with "did you mean", not after loading data
     pre = PreprocessConfig(size=size, mode=mode, crop=crop, normalise=normalise)  # type: ignore[arg-type]  # so do bad values
     df = drop_held_out(training_rows(work), hold_out)

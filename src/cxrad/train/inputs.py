@@ -5,6 +5,7 @@ The checks here fail before any epoch runs, with the command that fixes the work
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,14 @@ DATA_FORMATS = ("cache", "webdataset")
 
 
 def check_options(
-    data_format: str, loss: str, sampler: str, normalise: str, crop: str, dg: str
+    data_format: str,
+    loss: str,
+    sampler: str,
+    normalise: str,
+    crop: str,
+    dg: str,
+    hold_out: Sequence[str] = (),
+    limit_train: int | None = None,
 ) -> None:
     """Fail on options that do not exist or do not combine, before any data is read."""
     if data_format not in DATA_FORMATS:
@@ -39,6 +47,12 @@ def check_options(
         raise TrainError(
             "--sampler balanced, --normalise, --crop and --dg read the memmap cache; drop them "
             "or use --data-format cache"
+        )
+    if data_format == "webdataset" and (hold_out or limit_train is not None):
+        # The shards hold every train film; streaming cannot leave some out.
+        raise TrainError(
+            "--hold-out and --limit-train choose films from the memmap cache; the WebDataset "
+            "shards stream every train film. Drop them or use --data-format cache"
         )
 
 
@@ -84,7 +98,21 @@ def streamed_loaders(
     train, val = streaming_loaders(
         base or str(folder), read_index(folder), classes, labels, batch_size, seed, hw.workers
     )
+    val.dataset.df = val_rows(df, val.dataset.ids, folder)
     return Loaders(train, val)  # fmt: skip
+
+
+def val_rows(df: Any, ids: list[str], folder: Path) -> Any:
+    """The manifest rows of the streamed val films, in shard order (their sources fit the cuts)."""
+    rows = df.set_index("image_id")
+    unknown = [i for i in ids if i not in rows.index]
+    if unknown:
+        raise TrainError(
+            f"{len(unknown)} val films in the shards of {folder} (e.g. {unknown[0]!r}) are not "
+            "usable val rows of the manifest; the shards are stale: rerun `cxrad preprocess "
+            "--format webdataset`"
+        )
+    return rows.loc[ids].reset_index()
 
 
 def check_loaded(

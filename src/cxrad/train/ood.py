@@ -20,7 +20,7 @@ import torch
 from cxrad.data.holdout import fit_rows
 from cxrad.errors import TrainError
 from cxrad.manifest import read_manifest
-from cxrad.models import Classifier, load_run, resolve_run
+from cxrad.models import Classifier, load_run, read_config, resolve_run
 from cxrad.models.ood import DEFAULT_QUANTILE, GaussianOOD, attach_ood
 from cxrad.train.setup import open_work_cache
 
@@ -82,6 +82,24 @@ def fit_run_ood(
     return attach_ood(path, ood)
 
 
+def fit_ood_if_cached(run: str | Path, work: str | Path) -> dict[str, Any] | None:
+    """:func:`fit_run_ood` where ``work`` has the run's cache; else a warning and None.
+
+    A run streamed from WebDataset shards may train where only the shards are: its weights and
+    cut-offs are saved, and the OOD statistics wait for ``cxrad fit-ood`` where the cache is.
+    """
+    pre = read_config(run).preprocess
+    try:
+        open_work_cache(work, int(pre.size), str(pre.mode), pre.normalise, pre.crop)
+    except TrainError as e:
+        logger.warning(
+            "no OOD statistics fitted (%s); run `cxrad fit-ood %s --data WORK` where the cache is",
+            e, run,
+        )  # fmt: skip
+        return None
+    return fit_run_ood(run, work)
+
+
 @torch.no_grad()
 def split_features(
     model: Classifier, rows: pd.DataFrame, cache: Any, batch_size: int = 64
@@ -109,4 +127,4 @@ def cached_batches(rows: pd.DataFrame, cache: Any, batch_size: int = 64) -> Iter
         yield torch.from_numpy(x)[:, None]
 
 
-__all__ = ["cached_batches", "fit_run_ood", "split_features"]
+__all__ = ["cached_batches", "fit_ood_if_cached", "fit_run_ood", "split_features"]
