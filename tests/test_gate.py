@@ -121,6 +121,20 @@ def test_gate_rejects_by_tags_without_decoding(tmp_path: Path) -> None:
     assert verdict.code == "not_xray_modality" and pixels is None
 
 
+def test_a_dicom_without_preamble_or_suffix_is_still_judged_by_its_tags(tmp_path: Path) -> None:
+    """The gate finds DICOMs as the reader does (cxrad.image), not by the .dcm suffix alone."""
+    ct = make_dicom(tmp_path / "ct.dcm", np.full((64, 64), 100, np.uint16), 12, Modality="CT")
+    bare = tmp_path / "1.2.840.113619.2.55"  # a scanner UID as the name
+    bare.write_bytes(ct.read_bytes()[132:])  # no preamble, no DICM marker
+    info = read_info(bare)
+    assert info["format"] == "dicom" and info["Modality"] == "CT"
+    verdict, _ = InputGate(None).check_file(bare)
+    assert verdict.code == "not_xray_modality"
+    png = tmp_path / "film.dcm"  # a PNG named .dcm is read as the PNG it is
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, format="PNG")
+    assert read_info(png)["format"] == "png"
+
+
 def test_gate_without_classifier_passes_a_plain_film(tmp_path: Path) -> None:
     film = synthetic_xray("NORMAL", np.random.default_rng(1), side=96)
     Image.fromarray(film).save(tmp_path / "f.png")

@@ -26,6 +26,7 @@ from cxrad.gate.result import (
     GateResult,
     reject,
 )
+from cxrad.image.formats import HEAD_BYTES, looks_like_dicom
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +76,9 @@ LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "L", "R LAT", "L LAT", 
 
 
 def _looks_like_dicom(path: Path) -> bool:
-    if path.suffix.lower() in (".dcm", ".dicom", ".dic"):
-        return True
+    """The reader's one DICOM test (preamble or not; the suffix only for unknown bytes)."""
     with open(path, "rb") as f:
-        return f.read(132)[128:132] == b"DICM"
+        return looks_like_dicom(f.read(HEAD_BYTES), path.name)
 
 
 def read_info(path: str | Path) -> dict[str, Any]:

@@ -30,13 +30,13 @@ import numpy as np
 from PIL import Image
 
 from cxrad.errors import CxradError, DecodeError
+from cxrad.image.formats import HEAD_BYTES, looks_like_dicom
 from cxrad.predict import IMAGE_EXTENSIONS, Predictor
 from cxrad.serve.errors import ApiError
 from cxrad.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 _PATH_KEYS = ("path", "image")
 
 
@@ -92,8 +92,8 @@ def image_size(path: Path) -> tuple[int, int] | None:
     """
     try:
         with open(path, "rb") as f:
-            head = f.read(132)
-        if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
+            head = f.read(HEAD_BYTES)
+        if looks_like_dicom(head, path.name):  # the reader's one DICOM test
             import pydicom
 
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
