@@ -102,6 +102,18 @@ def test_find_inputs_walks_folders_takes_files_and_globs(folder: Path) -> None:
     assert [f.path.name for f in found] == ["scan_no_ext", "c.png", "a.png"]
 
 
+def test_a_folder_walk_finds_dicoms_named_by_uid(tmp_path: Path) -> None:
+    """PACS exports name DICOMs by UID; predict finds them as ingest does, by their bytes."""
+    root = tmp_path / "export"
+    root.mkdir()
+    dcm = make_dicom(tmp_path / "x.dcm", (chest(5).astype(np.uint16) * 16), 12)
+    dcm.rename(root / "1.2.840.113619.2.55.3.604688119")
+    (root / "DICOMDIR.txt").write_text("not an image")
+    (root / "no_suffix").write_bytes(b"neither an image nor a DICOM")
+    found = find_inputs([root])
+    assert [f.rel.as_posix() for f in found] == ["1.2.840.113619.2.55.3.604688119"]
+
+
 @pytest.mark.parametrize(
     ("kind", "message"),
     [

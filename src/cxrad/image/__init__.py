@@ -15,6 +15,7 @@ from cxrad.image.formats import (
     file_sha1,
     has_image_suffix,
     is_dicom_file,
+    is_image_file,
     looks_like_dicom,
     sha1_bytes,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "grey_from_rgb",
     "has_image_suffix",
     "is_dicom_file",
+    "is_image_file",
     "looks_like_dicom",
     "pil_read",
     "pil_to_array",

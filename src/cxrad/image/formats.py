@@ -77,6 +77,15 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     return bool(head) and looks_like_dicom(head, "")
 
 
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """An image suffix, or any other name whose first bytes are a DICOM.
+
+    Scanners and PACS exports name DICOM files by UID (``1.2.840.113619.2.55.3``) or with no
+    suffix at all, so a folder walk that went by suffix alone would pass them over unseen.
+    """
+    return has_image_suffix(os.fspath(path)) or is_dicom_file(path)
+
+
 def sha1_bytes(data: bytes) -> str:
     """Content sha1 (hex) of bytes already read: the manifest's ``sha1``."""
     return hashlib.sha1(data).hexdigest()

@@ -92,10 +92,9 @@ def is_image(path: Path) -> bool:
     """
     if path.name.startswith("."):
         return False
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return True
-    return suffix not in METADATA_SUFFIXES and is_dicom_file(path)
+    if path.suffix.lower() in METADATA_SUFFIXES:  # label files are never sniffed
+        return False
+    return image.is_image_file(path)
 
 
 def is_dicom_file(path: Path) -> bool:

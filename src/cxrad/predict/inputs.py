@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrad.errors import ImageReadError, PredictError
-from cxrad.image import IMAGE_SUFFIXES, walk_files
+from cxrad.image import IMAGE_SUFFIXES, is_image_file, walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class InputFile:
 
 def _walk(root: Path, skipped: list[InputFile]) -> Iterator[Path]:
     # Symlinked folders are followed (loops are not); what cannot be walked becomes a record.
-    walk = walk_files(root)
+    walk = walk_files(root, want=is_image_file)  # a UID-named DICOM counts, as in ingest
     for path, reason in walk.skipped:
         p = Path(path)
         skipped.append(InputFile(p.absolute(), _rel(p, root), skipped=reason))
@@ -110,7 +110,8 @@ def find_inputs(sources: Iterable[str | os.PathLike[str]]) -> list[InputFile]:
             if not matched:
                 raise PredictError(
                     f"folder {src} holds no images; expected files ending in "
-                    f"{', '.join(sorted(IMAGE_EXTENSIONS))} (searched recursively)"
+                    f"{', '.join(sorted(IMAGE_EXTENSIONS))}, or DICOM files by any name "
+                    "(searched recursively)"
                 )
         elif p.is_file():
             add(p, Path(p.name))
