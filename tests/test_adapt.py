@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -100,7 +101,70 @@ def test_cli_adapts_a_folder_and_refuses_one_without_positives(
     assert "sens before -> after" in err and "triage" in err and "EFFUSION: only 0" in err
     adapted = RunConfig.load(tmp_path / "a")
     assert adapted.extra["adapted"]["n_films"] == 37
-    assert json.loads((tmp_path / "a" / "adapt.json").read_text())["n_films"] == 37
+    report = json.loads((tmp_path / "a" / "adapt.json").read_text())
+    assert report["n_films"] == 37 and report["skipped"] == []
+    (tmp_path / "site" / "notes").mkdir()
+    code, err = cli(str(run), "--data", str(tmp_path / "site"), "--out", str(tmp_path / "c"), "--n-boot", "20")  # fmt: skip
+    assert code == 0 and "skipped 1 paths" in err and "not a class name" in err
+    skipped = json.loads((tmp_path / "c" / "adapt.json").read_text())["skipped"]
+    assert [Path(s["path"]).name for s in skipped] == ["notes"]
+    assert RunConfig.load(tmp_path / "c").extra["adapted"]["n_skipped"] == 1
     (tmp_path / "site" / "PNEUMONIA").rename(tmp_path / "away")
     code, err = cli(str(run), "--data", str(tmp_path / "site"), "--out", str(tmp_path / "b"))
     assert code == 2 and "no positive finding" in err
+
+
+def _model_and_config() -> tuple[object, RunConfig]:
+    cfg = RunConfig.from_dict(
+        {"model": {"name": "cxr-fast"}, "classes": CLASSES, "preprocess": {"size": 32}}
+    )
+    return create_model("cxr-fast", num_classes=3).eval(), cfg
+
+
+def test_a_work_folder_site_uses_its_cached_rows_and_names_the_rest(tmp_path: Path) -> None:
+    from cxrad.adapt.site import load_site
+    from cxrad.manifest import read_manifest, write_manifest
+    from helpers import make_tiny_work
+
+    work = make_tiny_work(tmp_path, n_per_class=4, size=32)
+    df = read_manifest(work)
+    extra = df.iloc[[0]].assign(image_id="tiny/extra.png", sha1="0" * 40, patient_id="tiny:new")
+    write_manifest(pd.concat([df, extra], ignore_index=True), work)  # a row never preprocessed
+    model, cfg = _model_and_config()
+    site = load_site(model, cfg, work)
+    assert site.logits.shape == (len(df), 3) and len(site.clusters) == len(df)
+    assert site.skipped == [("tiny/extra.png", f"not in the cache; run `cxrad preprocess {work} --size 32 --mode letterbox`")]  # fmt: skip
+    want = df[CLASSES].to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(np.sort(site.labels, axis=0), np.sort(want, axis=0))
+    val = load_site(model, cfg, work, split="val")
+    assert len(val.labels) == int((df["split"] == "val").sum()) and val.skipped == []
+
+
+def test_a_folder_site_reads_dicoms_by_any_name_and_names_what_it_skips(tmp_path: Path) -> None:
+    from cxrad.adapt.site import load_site
+    from helpers import make_dicom
+
+    rng = np.random.default_rng(3)
+    site = tmp_path / "site"
+    for cls, n in (("NORMAL", 2), ("pneumonia", 1)):
+        (site / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(synthetic_xray(cls.upper(), rng)).save(site / cls / f"{i}.png")
+    dcm = make_dicom(tmp_path / "x.dcm", (synthetic_xray("NORMAL", rng).astype(np.uint16) * 16), 12)
+    dcm.rename(site / "NORMAL" / "1.2.840.113619.2.55")  # a PACS export's name
+    (site / "pneumonia" / "broken.png").write_bytes(b"\x89PNG not really")
+    (site / "misc").mkdir()
+    Image.fromarray(synthetic_xray("NORMAL", rng)).save(site / "loose.png")
+    model, cfg = _model_and_config()
+    films = load_site(model, cfg, site)
+    assert films.logits.shape == (4, 3)
+    nan = np.nan
+    want = [[0, 1, 0]] * 3 + [[nan, 0, 1]]  # EFFUSION, NORMAL, PNEUMONIA
+    np.testing.assert_array_equal(films.labels, np.array(want, dtype=np.float64))
+    reasons = {Path(p).name: why for p, why in films.skipped}
+    assert set(reasons) == {"loose.png", "misc", "broken.png"}
+    assert "class-named subfolder" in reasons["loose.png"] and "not a class name" in reasons["misc"]
+    with pytest.raises(AdaptError, match="neither a work folder"):
+        load_site(model, cfg, site / "loose.png")
+    with pytest.raises(AdaptError, match="no readable films"):
+        load_site(model, cfg, site / "misc")

@@ -51,6 +51,8 @@ class AdaptReport:
     shift: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     out: str | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """Paths under the site folder not used, each with its reason (nothing is left out unsaid)."""
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -222,6 +224,7 @@ def adapt_run(
                 "from_run": str(run),
                 "data": str(data),
                 "n_films": len(site.labels),
+                "n_skipped": len(site.skipped),
                 "split": split,
                 "rule": report.rule,
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -230,5 +233,6 @@ def adapt_run(
     )
     save_run(out, model, fitted)
     report.out = str(out)
+    report.skipped = [{"path": path, "reason": why} for path, why in site.skipped]
     (Path(out) / "adapt.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     return report

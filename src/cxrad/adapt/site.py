@@ -20,14 +20,13 @@ import torch
 from cxrad.errors import AdaptError, CxradError
 from cxrad.evaluate.bootstrap import cluster_ids
 from cxrad.evaluate.run import infer, open_dataset, select_rows
+from cxrad.image import is_image_file, walk_files
 from cxrad.labels import CLASSES, NORMAL
 from cxrad.manifest import read_manifest
 from cxrad.models import Classifier, RunConfig
 from cxrad.preprocess import prepare
 
 logger = logging.getLogger(__name__)
-
-SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,15 @@ def load_site(
     """
     data = Path(data)
     if (data / "manifest.parquet").is_file():
-        ds = open_dataset(data, select_rows(read_manifest(data), split), config)
+        rows = select_rows(read_manifest(data), split)
+        ds = open_dataset(data, rows, config)
+        fix = f"run `{config.preprocess.cache_config().command(data)}`"
         if len(ds) == 0:
-            raise AdaptError(f"none of the films in {data} are cached; run `cxrad preprocess`")
-        return SiteFilms(infer(model, ds), ds.labels.astype(np.float64), cluster_ids(ds.df), [])
+            raise AdaptError(f"none of the films in {data} are cached; {fix}")
+        cached = set(ds.df["image_id"])
+        uncached = [(i, f"not in the cache; {fix}") for i in rows["image_id"] if i not in cached]
+        logits, labels = infer(model, ds), ds.labels.astype(np.float64)
+        return SiteFilms(logits, labels, cluster_ids(ds.df), uncached)
     if data.is_dir():
         return _from_folder(model, config, data)
     raise AdaptError(
@@ -70,7 +74,9 @@ def _from_folder(model: Classifier, config: RunConfig, root: Path) -> SiteFilms:
     pre = config.preprocess.cache_config()
     classes = list(config.classes)
     images, labels, skipped = [], [], []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+    for f in sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith(".")):
+        skipped.append((str(f), "not in a class-named subfolder, so it has no label"))
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         cls = names.get(sub.name.lower())
         if cls is None:
             skipped.append((str(sub), f"not a class name; expected one of {', '.join(CLASSES)}"))
@@ -82,7 +88,9 @@ def _from_folder(model: Classifier, config: RunConfig, root: Path) -> SiteFilms:
             row[[i for i, c in enumerate(classes) if c != NORMAL]] = 0.0
         elif NORMAL in classes:
             row[classes.index(NORMAL)] = 0.0
-        for f in sorted(p for p in sub.rglob("*") if p.suffix.lower() in SUFFIXES):
+        walk = walk_files(sub, want=is_image_file)  # as predict and ingest find films
+        skipped += walk.skipped
+        for f in walk.files:
             try:
                 images.append(prepare(f, pre))
                 labels.append(row)

@@ -82,3 +82,10 @@ def adapt(
         )
     for w in r.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    if r.skipped:
+        err_console.print(
+            f"skipped {len(r.skipped)} paths (each with its reason in {out}/adapt.json), e.g. "
+            f"{r.skipped[0]['path']}: {r.skipped[0]['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
