@@ -127,8 +127,10 @@ def ood_auroc(
 ) -> dict[str, Any]:
     """AUROC of the run's OOD score for held-out-source films (positive) vs in-distribution test films.
 
-    The OOD statistics were fitted at training time on the train films' features, so the
-    held-out source played no role in them; clusters are patients (and duplicate groups).
+    The OOD statistics were fitted at training time on the features of the train films the run
+    trained on (runs trained before commit d52be15 also saw the held-out source's films:
+    ``bench_ood_holdout.py`` measures the difference); clusters are patients (and duplicate
+    groups).
     """
     import numpy as np
 
