@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from cxrad.errors import LabelFileError
 from cxrad.ingest.base import (
     MISSING_FILE,
     Adapter,
@@ -143,6 +144,16 @@ def _tbx_ok(base: Path) -> bool:
 
 
 def _xml_boxes(path: Path) -> dict[str, Any]:
+    """One image's VOC boxes; a malformed file is that image's ``boxes_error`` (its label, from
+    the folder, still holds)."""
+    try:
+        return _parse_xml_boxes(path)
+    except (ET.ParseError, ValueError) as e:
+        logger.warning("tbx11k: boxes not read from %s: %s", path, e)
+        return {"boxes": [], "boxes_error": f"{path.name}: {e} (expected a VOC annotation)"}
+
+
+def _parse_xml_boxes(path: Path) -> dict[str, Any]:
     tree = ET.parse(path).getroot()
     size = tree.find("size")
     out: dict[str, Any] = {"boxes": []}
@@ -157,24 +168,41 @@ def _xml_boxes(path: Path) -> dict[str, Any]:
     return out
 
 
+COCO_EXPECTED = (
+    "a COCO json: images [{id, file_name}], annotations [{image_id, category_id, bbox}], "
+    "categories [{id, name}]"
+)
+
+
 def _json_boxes(base: Path) -> dict[str, dict[str, Any]]:
-    """COCO-style TBX11K json -> ``{"tb/tb0005.png": {"boxes": [...], "annotation_size": ...}}``."""
+    """COCO-style TBX11K json -> ``{"tb/tb0005.png": {"boxes": [...], "annotation_size": ...}}``.
+
+    Raises:
+        LabelFileError: a file that is not such a json, naming it, where and what was expected.
+    """
     out: dict[str, dict[str, Any]] = {}
     for f in sorted((base / "annotations" / "json").glob("*.json")):
-        coco = json.loads(f.read_text())
-        cats = {c["id"]: c["name"] for c in coco.get("categories", [])}
-        by_id = {im["id"]: im for im in coco.get("images", [])}
-        for im in by_id.values():
-            out.setdefault(im["file_name"], {"boxes": [], "annotation_size": [im.get("width"), im.get("height")]})  # fmt: skip
-        for a in coco.get("annotations", []):
-            im = by_id.get(a["image_id"])
-            if im is not None:
-                box = {
-                    "label": cats.get(a["category_id"]),
-                    "xywh": [round(v, 1) for v in a["bbox"]],
-                }
-                out[im["file_name"]]["boxes"].append(box)
+        try:
+            _add_coco(json.loads(f.read_bytes()), out)
+        except json.JSONDecodeError as e:
+            raise LabelFileError(f"{f}: line {e.lineno} column {e.colno}: {e.msg}; expected {COCO_EXPECTED}") from e  # fmt: skip
+        except (UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise LabelFileError(f"{f}: {type(e).__name__} {e}; expected {COCO_EXPECTED}") from e
     return out
+
+
+def _add_coco(coco: Any, out: dict[str, dict[str, Any]]) -> None:
+    """Add one COCO json's images and boxes to ``out`` (keyed by ``file_name``)."""
+    cats = {c["id"]: c["name"] for c in coco.get("categories", [])}
+    by_id = {im["id"]: im for im in coco.get("images", [])}
+    for im in by_id.values():
+        size = [im.get("width"), im.get("height")]
+        out.setdefault(str(im["file_name"]), {"boxes": [], "annotation_size": size})
+    for a in coco.get("annotations", []):
+        im = by_id.get(a["image_id"])
+        if im is not None:
+            box = {"label": cats.get(a["category_id"]), "xywh": [round(float(v), 1) for v in a["bbox"]]}  # fmt: skip
+            out[str(im["file_name"])]["boxes"].append(box)
 
 
 def _tbx_splits(base: Path) -> dict[str, str]:
@@ -184,7 +212,7 @@ def _tbx_splits(base: Path) -> dict[str, str]:
         split = next((s for s in ("train", "val", "test") if s in name), None)
         if split is None or "trainval" in name:
             continue
-        for line in f.read_text().split():
+        for line in f.read_text(errors="replace").split():
             out[line.strip()] = split
     return out
 
@@ -211,7 +239,7 @@ def read_tbx11k(root: Path) -> pd.DataFrame:
                     split=splits.get(rel),
                     label_source=f"folder:{d.name}",
                     raw_label=d.name,
-                    meta=meta if meta and meta.get("boxes") else None,
+                    meta=meta if meta and (meta.get("boxes") or meta.get("boxes_error")) else None,
                 )
             )
     return make_rows(records)
