@@ -74,3 +74,24 @@ def test_predict_gets_a_record_for_every_skipped_path(tree: Path) -> None:
     skipped = {f.skipped.split(":")[0] for f in found if f.skipped}
     assert sorted(f.path.name for f in ok) == ["n0.png", "n1.png", "p.png"]
     assert {SYMLINK_LOOP, DANGLING_LINK, NOT_REGULAR} <= skipped
+
+
+def test_each_skipped_path_is_a_predict_record_with_its_reason(tree: Path, tmp_path: Path) -> None:
+    from cxrad.predict import Predictor
+    from serve_support import make_run
+
+    predictor = Predictor.from_run(make_run(tmp_path / "run"))
+    records = list(predictor.predict_many([tree]))
+    ok = sorted(Path(r["image"]).name for r in records if r["status"] == "ok")
+    assert ok == ["n0.png", "n1.png", "p.png"]
+    skipped = {Path(r["image"]).name: r for r in records if r["status"] != "ok"}
+    assert {"loop", "gone.png", "pipe.png"} <= set(skipped)
+    for name, reason in (
+        ("loop", SYMLINK_LOOP),
+        ("gone.png", DANGLING_LINK),
+        ("pipe.png", NOT_REGULAR),
+    ):
+        r = skipped[name]
+        assert r["status"] == "error" and r["code"] == "skipped", r
+        assert reason in r["reason"] and r["probabilities"] == {} and r["positive"] == []
+        assert r["run"]["name"] == "seed-fcn"  # it names the run, like every record
