@@ -239,3 +239,14 @@ def test_no_pixel_data_and_zero_rows(tmp_path: Path) -> None:
     with pytest.raises(ImageReadError, match="without pixel data") as e:
         read_image(tmp_path / "n.dcm")
     assert e.value.code == "not_an_image"
+
+
+@pytest.mark.parametrize("value", [b"NaN ", b"inf ", b"-inf"])
+def test_a_non_finite_rescale_is_ignored_with_a_note(tmp_path: Path, value: bytes) -> None:
+    path = make_dicom(tmp_path / "s.dcm", RAMP, 12, RescaleSlope="9999", RescaleIntercept=0)
+    raw = path.read_bytes()
+    assert raw.count(b"9999") == 1
+    path.write_bytes(raw.replace(b"9999", value))  # pydicom will not write a non-finite DS
+    r = _decodes_sanely(path)
+    assert any("RescaleSlope ignored" in n for n in r.info["notes"]), r.info["notes"]
+    np.testing.assert_allclose(r.pixels, RAMP / 4095.0, atol=1e-6)  # as if slope 1

@@ -262,13 +262,12 @@ def _lut_ok(item: Any) -> str | None:
 
 def _check_modality_lut(ds: Any, notes: list[str]) -> None:
     seq = ds.get("ModalityLUTSequence")
-    if seq is None:
-        return
-    why = "empty sequence" if len(seq) == 0 else _lut_ok(seq[0]) or _modality_bits(seq[0])
-    if why:
-        notes.append(f"Modality LUT ignored ({why})")
-        del ds.ModalityLUTSequence
-    for tag in ("RescaleSlope", "RescaleIntercept"):
+    if seq is not None:
+        why = "empty sequence" if len(seq) == 0 else _lut_ok(seq[0]) or _modality_bits(seq[0])
+        if why:
+            notes.append(f"Modality LUT ignored ({why})")
+            del ds.ModalityLUTSequence
+    for tag in ("RescaleSlope", "RescaleIntercept"):  # with or without a LUT
         if tag in ds and not _finite(ds.get(tag)):
             notes.append(f"{tag} ignored (not a finite number)")
             delattr(ds, tag)
