@@ -173,3 +173,23 @@ def test_cli_task_one_class(work: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r" / "config.json").read_text())["task"] == "one-class"
     bad = CliRunner().invoke(app, [*args, "--task", "one-clas"])
     assert bad.exit_code != 0 and "one-class" in str(bad.exception or bad.output)
+
+
+@pytest.mark.parametrize(
+    "extra", [["--hold-out", "tiny"], ["--sampler", "balanced"], ["--data-format", "webdataset"]]
+)
+def test_cli_one_class_refuses_options_it_would_ignore(
+    work: Path, tmp_path: Path, extra: list[str]
+) -> None:
+    """One-class training reads every normal train film: a held-out source must not slip in."""
+    from typer.testing import CliRunner
+
+    from cxrad.cli import app
+    from cxrad.errors import TrainError
+
+    out = tmp_path / "r"
+    res = CliRunner().invoke(
+        app, ["train", str(work), "--task", "one-class", "--out", str(out), *extra]
+    )
+    assert isinstance(res.exception, TrainError) and "multilabel only" in str(res.exception)
+    assert not out.exists()

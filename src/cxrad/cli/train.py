@@ -182,6 +182,12 @@ def train(
         raise TrainError("--density and --proxy apply to --task one-class only; drop them")
     if task != "multilabel" and (crop, normalise) != ("none", "none"):
         raise TrainError("--crop and --normalise apply to --task multilabel only; drop them")
+    if task != "multilabel" and (hold_out or sampler != "shuffle" or data_format != "cache"):
+        # one-class training reads every normal train film from the cache: a held-out source
+        # would be trained on without a word
+        raise TrainError(
+            "--hold-out, --sampler and --data-format apply to --task multilabel only; drop them"
+        )
     writable_folder(out)  # after the option checks, so a refused command leaves no folder
     if task != "multilabel":
         from cxrad.cli.oneclass import train_one_class_cli
