@@ -199,7 +199,8 @@ def test_cli_split_rejects_bad_ratios(tmp_path: Path) -> None:
     write_manifest(synthetic(n_patients=5).drop(columns="dup_group"), tmp_path)
     result = CliRunner().invoke(app, ["split", str(tmp_path), "--ratios", "0.5,0.6,0.1"])
     assert isinstance(result.exception, SplitError)
-    assert "sum to 1" in str(result.exception)
+    assert str(result.exception) == "ratios must sum to 1 (train, test, val), got 0.5,0.6,0.1 = 1.2"
+    assert "confirming" not in result.output  # refused before any work or bar
 
 
 def test_duplicate_stats_count_groups_across_sources() -> None:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from cxrad.cli.app import app, err_console, progress_bar
 from cxrad.errors import SplitError
-from cxrad.split import FINE_DISTANCE, MAX_DISTANCE, split_work
+from cxrad.split import FINE_DISTANCE, MAX_DISTANCE, check_ratios, split_work
 
 
 def _parse_ratios(text: str) -> tuple[float, ...]:
@@ -52,10 +52,11 @@ def split(
     Writes manifest.parquet (dup_group, split), image_docs.csv, dup_conflicts.csv and
     split_summary.json in WORK.
     """
+    parsed = check_ratios(_parse_ratios(ratios))  # before any bar is drawn
     with progress_bar("confirming near duplicates") as progress:
         s = split_work(
             work,
-            ratios=_parse_ratios(ratios),
+            ratios=tuple(parsed),
             seed=seed,
             keep_official=keep_official,
             max_distance=max_distance,

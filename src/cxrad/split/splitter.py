@@ -38,13 +38,17 @@ def check_ratios(ratios: Sequence[float]) -> np.ndarray:
         raise SplitError(f"ratios must be three numbers (train, test, val), got {ratios!r}") from e
     if r.shape != (3,):
         raise SplitError(
-            f"ratios must be three numbers (train, test, val), e.g. 0.6,0.3,0.1; got {list(r)}"
+            f"ratios must be three numbers (train, test, val), e.g. 0.6,0.3,0.1; got {_fmt(r)}"
         )
     if (r < 0).any() or not np.isfinite(r).all():
-        raise SplitError(f"ratios must be non-negative, got {list(r)}")
+        raise SplitError(f"ratios must be non-negative, got {_fmt(r)}")
     if abs(r.sum() - 1.0) > 1e-6:
-        raise SplitError(f"ratios must sum to 1 (train, test, val), got {list(r)} = {r.sum():g}")
+        raise SplitError(f"ratios must sum to 1 (train, test, val), got {_fmt(r)} = {r.sum():g}")
     return r
+
+
+def _fmt(r: np.ndarray) -> str:
+    return ",".join(f"{x:g}" for x in r)
 
 
 def split_components(df: pd.DataFrame) -> np.ndarray:
