@@ -40,19 +40,32 @@ def read_manifest(work: str | Path) -> pd.DataFrame:
     """Read a work folder's manifest (or a manifest file directly), with schema dtypes.
 
     Raises:
-        ManifestError: the file is missing; says which command creates it.
+        ManifestError: the file is missing, unreadable (cut short, not parquet) or has a column
+            that is not of its type; says which command recreates it.
     """
     p = Path(work)
     path = p if p.suffix == ".parquet" else manifest_path(p)
     if not path.is_file():
         raise ManifestError(f"{path} not found; create it with `cxrad ingest DIR... --out {p}`")
-    df = pd.read_parquet(path)
+    redo = f"rerun `cxrad ingest DIR... --out {path.parent}` (then `cxrad split`)"
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise ManifestError(f"{path} cannot be read as parquet ({_first_line(e)}); {redo}") from e
     for col, default in OPTIONAL_COLUMNS.items():
         if col not in df.columns:
             df[col] = default
     dtypes = {c: t for c, t in {**BASE_COLUMNS, **HASH_COLUMNS, **SPLIT_COLUMNS}.items()
               if c in df.columns}  # fmt: skip
-    return validate(df.astype(dtypes))
+    try:
+        df = df.astype(dtypes)
+    except (TypeError, ValueError) as e:  # a hand edit put text where a number belongs
+        raise ManifestError(f"{path}: {_first_line(e)}; fix the column or {redo}") from e
+    return validate(df)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def manifest_hash(df: pd.DataFrame) -> str:
