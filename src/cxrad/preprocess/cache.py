@@ -187,7 +187,7 @@ def preprocess_work(
         unique = wanted.drop_duplicates("sha1")  # sorted by sha1: chunks are deterministic
         first_path = dict(zip(unique["sha1"].tolist(), unique["path"].tolist(), strict=True))
 
-        meta = store.read_meta(directory)
+        meta = store.meta_or_rebuild(directory)
         old_sha1s: list[str] = []
         known_failed: dict[str, str] = {}
         if meta is not None:

@@ -106,7 +106,7 @@ def recover(directory: Path) -> None:
     if journal.is_file():
         logger.info("finishing an interrupted cache commit in %s", directory)
         apply_journal(directory, json.loads(journal.read_text()))
-    meta = read_meta(directory)
+    meta = meta_or_rebuild(directory)
     if meta is None:
         packfiles.truncate_to(directory, 0, 1, 1)
     else:
@@ -236,11 +236,29 @@ def _try_sha1(fn, path: object) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def read_meta(directory: Path) -> dict | None:
-    """The committed pack's ``meta.json``, or None when there is no complete pack."""
+    """The committed pack's ``meta.json``, or None when there is no complete pack.
+
+    Raises:
+        CacheError: the file is there but damaged (not a JSON object with ``n`` and ``size``).
+    """
     path = directory / META
     if not path.is_file() or (directory / JOURNAL).exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_bytes())
+        int(meta["n"]), int(meta["size"])
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise CacheError(f"{path} is damaged ({type(e).__name__}: {e})") from e
+    return meta
+
+
+def meta_or_rebuild(directory: Path) -> dict | None:
+    """:func:`read_meta`, or None (rebuild the pack from the shards) when it is damaged."""
+    try:
+        return read_meta(directory)
+    except CacheError as e:
+        logger.warning("ignoring the damaged cache pack (%s); rebuilding it from the shards", e)
+        return None
 
 
 def open_cache(work: str | Path, config: PreprocessConfig | None = None) -> Cache:
@@ -257,7 +275,10 @@ def open_cache(work: str | Path, config: PreprocessConfig | None = None) -> Cach
     config = config or PreprocessConfig()
     directory = cache_dir(work, config)
     hint = f"run `{config.command(work)}`"
-    meta = read_meta(directory)
+    try:
+        meta = read_meta(directory)
+    except CacheError as e:
+        raise CacheError(f"{e}; {hint} (it rebuilds the pack)") from e
     if meta is None:
         raise CacheError(f"no complete preprocessing cache at {directory}; {hint}")
     n, s = int(meta["n"]), int(meta["size"])
@@ -266,11 +287,18 @@ def open_cache(work: str | Path, config: PreprocessConfig | None = None) -> Cach
     if bad:
         raise CacheError(f"{directory}: pack files {bad[:3]} are missing or short; {hint}")
     images = PackedImages(directory, n, s, per_file)
-    index = pd.read_parquet(directory / INDEX)
-    failures = pd.read_parquet(directory / FAILURES)
+    index, failures = (_table(directory / name, hint) for name in (INDEX, FAILURES))
     if len(index) != n:
         raise CacheError(f"{directory / INDEX} has {len(index)} rows, expected {n}; {hint}")
     return Cache(images=images, index=index, failures=failures, config=config, path=directory)
+
+
+def _table(path: Path, hint: str) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # cut short or overwritten; pyarrow's errors are these
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CacheError(f"{path} is damaged ({why}); {hint}") from e
 
 
 def pack_id(ok_sha1s: Sequence[str], failures: pd.DataFrame, config: PreprocessConfig) -> str:
