@@ -180,6 +180,14 @@ def test_missing_gate_model_is_a_user_error(tmp_path: Path) -> None:
         GateClassifier.load(tmp_path)
 
 
+def test_a_gate_model_with_damaged_weights_is_a_user_error(tmp_path: Path) -> None:
+    folder = _tiny_gate(tmp_path / "g", 0)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    with pytest.raises(GateError, match="does not hold a gate model"):
+        GateClassifier.load(folder)
+
+
 def test_every_code_is_reachable_and_stable() -> None:
     assert set(CODES) == {
         "not_xray_modality",

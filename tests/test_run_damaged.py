@@ -37,3 +37,22 @@ def test_damaged_run_is_one_line(tmp_path: Path, damage: str, monkeypatch, capsy
     code, err = _cli(["predict", str(img), "--model", str(run), "--no-progress"], monkeypatch, capsys)  # fmt: skip
     assert code == 2 and "Traceback" not in err
     assert ("safetensors" if damage == "weights" else "config.json") in err
+
+
+def test_damaged_ood_statistics_are_one_line(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from cxrad.models import RunConfig
+    from cxrad.models.ood import GaussianOOD, attach_ood, load_ood
+
+    run = make_run(tmp_path / "run")
+    attach_ood(run, GaussianOOD().fit(torch.randn(40, 8, generator=torch.Generator().manual_seed(0)).double().numpy()))  # fmt: skip
+    assert load_ood(run, RunConfig.load(run)) is not None
+    ood = run / "ood.safetensors"
+    ood.write_bytes(ood.read_bytes()[:40])
+    with pytest.raises(ModelError, match="refit with `cxrad fit-ood"):
+        load_ood(run, RunConfig.load(run))
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(img)
+    code, err = _cli(["predict", str(img), "--model", str(run), "--no-progress"], monkeypatch, capsys)  # fmt: skip
+    assert code == 2 and "Traceback" not in err and "ood.safetensors" in err

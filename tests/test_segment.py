@@ -111,6 +111,10 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert cfg == config
     with pytest.raises(SegmentError, match="not a segmenter folder"):
         load_segmenter(tmp_path / "nowhere")
+    weights = tmp_path / "seg" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])  # a copy cut short
+    with pytest.raises(SegmentError, match="cannot load the segmenter"):
+        load_segmenter(tmp_path / "seg")
     (tmp_path / "seg" / "config.json").write_text(json.dumps({"size": 32, "chanels": [4]}))
     with pytest.raises(SegmentError, match="unknown keys"):
         load_segmenter(tmp_path / "seg")

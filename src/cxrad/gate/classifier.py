@@ -79,13 +79,14 @@ class GateClassifier:
         Raises:
             GateError: the folder does not hold a gate model.
         """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder = Path(folder)
         try:
             config = json.loads((folder / "config.json").read_text())
             state = load_file(str(folder / "model.safetensors"))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SafetensorError) as e:
             raise GateError(
                 f"{folder} does not hold a gate model (config.json + model.safetensors); "
                 "reinstall cxrad or retrain it with scripts/train_gate.py"

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cxrad.errors import ModelError
@@ -143,10 +144,17 @@ class GaussianOOD:
                 f"the run config names OOD statistics {path} but the file is missing; "
                 "refit with `cxrad fit-ood RUN --data WORK`"
             )
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+            mean, precision = state["mean"], state["precision"]
+        except (SafetensorError, KeyError, OSError) as e:  # cut short or overwritten
+            raise ModelError(
+                f"{path} is not readable OOD statistics ({type(e).__name__}: {e}); refit with "
+                "`cxrad fit-ood RUN --data WORK`"
+            ) from e
         ood = cls()
-        ood.mean_ = state["mean"].numpy().astype(np.float64)
-        ood.precision_ = state["precision"].numpy().astype(np.float64)
+        ood.mean_ = mean.numpy().astype(np.float64)
+        ood.precision_ = precision.numpy().astype(np.float64)
         ood.threshold_ = None if entry.get("threshold") is None else float(entry["threshold"])
         ood.quantile_ = entry.get("quantile")
         ood.n_fit_ = int(entry.get("n_fit") or 0)

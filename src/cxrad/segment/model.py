@@ -100,6 +100,7 @@ def load_segmenter(path: str | Path | None = None) -> tuple[nn.Module, Segmenter
     Raises:
         SegmentError: the folder lacks ``model.safetensors``/``config.json`` or they do not fit.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(path) if path is not None else ASSET_DIR
@@ -112,7 +113,7 @@ def load_segmenter(path: str | Path | None = None) -> tuple[nn.Module, Segmenter
         config = SegmenterConfig.from_dict(json.loads((folder / CONFIG).read_text()))
         net = build_unet(config)
         net.load_state_dict(load_file(str(folder / WEIGHTS)))
-    except (ValueError, RuntimeError, TypeError) as e:
+    except (ValueError, RuntimeError, TypeError, KeyError, SafetensorError) as e:
         raise SegmentError(f"cannot load the segmenter in {folder}: {e}") from e
     net.eval()
     logger.debug("loaded segmenter from %s (size %d)", folder, config.size)
