@@ -134,6 +134,22 @@ def test_stale_shards_are_refused_before_training(
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+@pytest.mark.parametrize(
+    "text", ["{", "[]", '{"splits": {"train": {"shards": ["a"], "counts": []}}}']
+)
+def test_a_damaged_shard_index_is_one_line(
+    shards: tuple[Path, dict], tmp_path: Path, text: str
+) -> None:
+    from cxrad.errors import CacheError
+
+    work, _ = shards
+    copy = Path(shutil.copytree(work, tmp_path / "w"))
+    (streaming_dir(copy, CFG) / "index.json").write_text(text)
+    with pytest.raises(CacheError, match=r"index\.json is damaged") as e:
+        train(copy, out=tmp_path / "run", max_epochs=1, data_format="webdataset", **TINY)
+    assert "--format webdataset" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_no_shards_names_the_command_that_writes_them(tmp_path: Path) -> None:
     work = make_tiny_work(tmp_path, n_per_class=3, size=32)
     with pytest.raises(TrainError, match="--format webdataset") as e:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cxrad.errors import CacheError
 from cxrad.labels import CLASSES, SPLITS
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
 from cxrad.preprocess.store import cache_dir, canonical_json, open_cache
@@ -93,5 +94,21 @@ def write_webdataset(
 
 
 def read_index(directory: str | Path) -> dict[str, Any]:
-    """The ``index.json`` of a streaming folder."""
-    return json.loads((Path(directory) / INDEX).read_text())
+    """The ``index.json`` of a streaming folder.
+
+    Raises:
+        CacheError: it is damaged (not JSON, or without the train and val shard lists).
+    """
+    path = Path(directory) / INDEX
+    try:
+        index = json.loads(path.read_bytes())
+        for split in ("train", "val"):
+            names, counts = index["splits"][split]["shards"], index["splits"][split]["counts"]
+            if len(names) != len(counts):
+                raise ValueError(f"{split}: {len(names)} shards but {len(counts)} counts")
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise CacheError(
+            f"{path} is damaged ({type(e).__name__}: {e}); rerun "
+            "`cxrad preprocess WORK --format webdataset` with the run's size and mode"
+        ) from e
+    return index
