@@ -275,3 +275,41 @@ def test_rerunning_a_finished_run_keeps_its_best_epoch(
         train(tiny_work, out=out, max_epochs=2, resume=True, **TINY)
     assert "lost track of its best epoch" in caplog.text
     assert json.loads((out / "config.json").read_text())["best_epoch"] == before["best_epoch"]
+
+
+def test_a_second_train_into_a_busy_run_folder_is_refused(tiny_work: Path, tmp_path: Path) -> None:
+    from cxrad.errors import TrainError
+    from cxrad.preprocess.lock import locked
+
+    out = tmp_path / "busy"
+    with locked(out, who="cxrad train"), pytest.raises(TrainError, match="another `cxrad train` is writing"):  # fmt: skip
+        train(tiny_work, out=out, max_epochs=1, **TINY)
+    assert not (out / "config.json").exists() and not (out / "checkpoints").exists()
+
+
+def test_a_dead_trainers_lock_is_taken_over_and_released(tiny_work: Path, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)  # fmt: skip
+    out = tmp_path / "crashed"
+    out.mkdir()
+    owner = {"host": socket.gethostname(), "pid": int(dead.stdout), "started": 0}
+    (out / ".lock").write_text(json.dumps(owner))  # what a kill -9 leaves
+    train(tiny_work, out=out, max_epochs=1, **TINY)
+    assert (out / "config.json").is_file() and not (out / ".lock").exists()
+
+
+def test_only_rank_zero_locks_the_run_folder(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cxrad.preprocess.lock import locked
+    from cxrad.train.runlock import is_rank_zero, run_lock
+
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(var, raising=False)
+    assert is_rank_zero()
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP child Lightning started
+    assert not is_rank_zero()
+    with locked(tmp_path, who="cxrad train"), run_lock(tmp_path):
+        pass  # a rank > 0 shares the folder its rank 0 holds

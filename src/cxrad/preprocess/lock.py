@@ -1,4 +1,4 @@
-"""Stage 4, preprocess: one writer per cache folder, by an atomic lock file (NFS-safe).
+"""Stage 4, preprocess: one writer per cache folder (and run folder), by an atomic lock file (NFS-safe).
 
 ``flock`` is not reliable between NFS clients, so the lock is a file created with
 ``O_CREAT | O_EXCL`` (atomic on NFSv3+ and local disks) that names its owner (host, pid,
@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cxrad.errors import CacheError
+from cxrad.errors import CacheError, CxradError
 from cxrad.parallel import pid_alive
 
 logger = logging.getLogger(__name__)
@@ -63,11 +63,18 @@ def refresh(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Hold the cache folder's lock for the block; a dead owner's lock is taken over.
+def locked(
+    directory: Path, who: str = "cxrad preprocess", error: type[CxradError] = CacheError
+) -> Iterator[None]:
+    """Hold the folder's lock for the block; a dead owner's lock is taken over.
+
+    Args:
+        directory: the folder one process at a time may write (a cache, a run).
+        who: the command that writes it, for the message.
+        error: what a held lock raises.
 
     Raises:
-        CacheError: a live ``cxrad preprocess`` holds it; says who.
+        CacheError: (or ``error``) a live ``who`` holds it; says which process.
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK
@@ -79,8 +86,8 @@ def locked(directory: Path) -> Iterator[None]:
                 os.replace(path, stale)  # atomic: only one taker renames it
                 stale.unlink()
         if not _create(path):
-            raise CacheError(
-                f"another `cxrad preprocess` is writing {directory} ({_read(path)}); wait for it "
+            raise error(
+                f"another `{who}` is writing {directory} ({_read(path)}); wait for it "
                 f"to finish, or delete {path} if that process is gone"
             )
     try:

@@ -55,6 +55,7 @@ from cxrad.train.inputs import check_loaded, check_options, streamed_loaders, tr
 from cxrad.train.losses import pos_weight_from_labels
 from cxrad.train.module import CxrModule
 from cxrad.train.ood import fit_ood_if_cached, fit_run_ood
+from cxrad.train.runlock import run_lock
 from cxrad.train.setup import (
     Hardware,
     git_commit,
@@ -178,58 +179,59 @@ def train(
     adv = build_adversary(prep.net, prep.loaders.train, dg_weight, size) if dg != "none" else None
     lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed, adv)
     out = Path(out)
-    trainer = fit(
-        lit, prep, out, max_epochs=max_epochs, patience=patience, resume=resume,
-        progress=progress, callbacks=callbacks, devices=devices, num_nodes=num_nodes,
-        accelerator=accelerator,
-    )  # fmt: skip
-    if trainer.global_rank != 0:
-        return out
-    best_epoch = trainer.cxrad_best_epoch  # type: ignore[attr-defined]
-    config = RunConfig.from_dict(
-        {
-            # Initial weights are baked into the saved state_dict; keeping their path would
-            # make the run unloadable once that file is gone.
-            "model": {
-                "name": model,
-                "kwargs": {k: v for k, v in (model_kwargs or {}).items() if k != "weights"},
-            },
-            "classes": prep.classes,
-            "input": lit.model.spec.contract(),
-            "preprocess": {"size": size, "mode": mode, "crop": crop, "normalise": normalise},
-            "activation": lit.activation,
-            "held_out_sources": list(hold_out),
-            "manifest_hash": manifest_hash(read_manifest(work)),
-            "git_commit": git_commit(),
-            "train": args,
-            "best_epoch": best_epoch,
-            "epochs_run": int(trainer.current_epoch),
-            "data": {
-                "n_train": len(prep.train_ds),
-                "n_val": len(prep.val_ds),
-                "pos_weight": None
-                if pos_weight is None
-                else dict(zip(prep.classes, pos_weight.tolist(), strict=True)),
-            },
-            "hardware": {
-                "accelerator": prep.hw.name,
-                "precision": prep.hw.precision,
-                "strategy": prep.hw.strategy,
-            },
-            "environment": environment(),
-            "train_seconds": round(time.perf_counter() - t0, 1),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cxrad_version": cxrad.__version__,
-        }
-    )
-    logits = predict_logits(lit.model, prep.loaders.val, prep.hw.gpu)
-    sources = prep.val_ds.df["source"].to_numpy()
-    finalise(lit.model, config, logits, prep.val_ds.labels, out, rule, sources)
-    if data_format == "webdataset":  # the shards may be all there is on this node
-        fit_ood_if_cached(out, work)
-    else:
-        fit_run_ood(out, work)  # OOD statistics on the train films' features, threshold on val
-    logger.info("wrote %s (best epoch %d, operating points %s)", out, best_epoch, rule)
+    with run_lock(out):  # one writer per run folder: two trains would mix their files
+        trainer = fit(
+            lit, prep, out, max_epochs=max_epochs, patience=patience, resume=resume,
+            progress=progress, callbacks=callbacks, devices=devices, num_nodes=num_nodes,
+            accelerator=accelerator,
+        )  # fmt: skip
+        if trainer.global_rank != 0:
+            return out
+        best_epoch = trainer.cxrad_best_epoch  # type: ignore[attr-defined]
+        config = RunConfig.from_dict(
+            {
+                # Initial weights are baked into the saved state_dict; keeping their path would
+                # make the run unloadable once that file is gone.
+                "model": {
+                    "name": model,
+                    "kwargs": {k: v for k, v in (model_kwargs or {}).items() if k != "weights"},
+                },
+                "classes": prep.classes,
+                "input": lit.model.spec.contract(),
+                "preprocess": {"size": size, "mode": mode, "crop": crop, "normalise": normalise},
+                "activation": lit.activation,
+                "held_out_sources": list(hold_out),
+                "manifest_hash": manifest_hash(read_manifest(work)),
+                "git_commit": git_commit(),
+                "train": args,
+                "best_epoch": best_epoch,
+                "epochs_run": int(trainer.current_epoch),
+                "data": {
+                    "n_train": len(prep.train_ds),
+                    "n_val": len(prep.val_ds),
+                    "pos_weight": None
+                    if pos_weight is None
+                    else dict(zip(prep.classes, pos_weight.tolist(), strict=True)),
+                },
+                "hardware": {
+                    "accelerator": prep.hw.name,
+                    "precision": prep.hw.precision,
+                    "strategy": prep.hw.strategy,
+                },
+                "environment": environment(),
+                "train_seconds": round(time.perf_counter() - t0, 1),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "cxrad_version": cxrad.__version__,
+            }
+        )
+        logits = predict_logits(lit.model, prep.loaders.val, prep.hw.gpu)
+        sources = prep.val_ds.df["source"].to_numpy()
+        finalise(lit.model, config, logits, prep.val_ds.labels, out, rule, sources)
+        if data_format == "webdataset":  # the shards may be all there is on this node
+            fit_ood_if_cached(out, work)
+        else:
+            fit_run_ood(out, work)  # OOD statistics on the train films' features, threshold on val
+        logger.info("wrote %s (best epoch %d, operating points %s)", out, best_epoch, rule)
     return out
 
 
