@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -275,6 +276,22 @@ def test_rerunning_a_finished_run_keeps_its_best_epoch(
         train(tiny_work, out=out, max_epochs=2, resume=True, **TINY)
     assert "lost track of its best epoch" in caplog.text
     assert json.loads((out / "config.json").read_text())["best_epoch"] == before["best_epoch"]
+
+
+def test_no_resume_starts_over_instead_of_continuing(
+    run2: Path, tiny_work: Path, tmp_path: Path
+) -> None:
+    """`--no-resume` removes the earlier run's checkpoints and log: 1 epoch means 1 epoch."""
+    out = tmp_path / "fresh"
+    shutil.copytree(run2, out)
+    (out / "checkpoints" / "best-epoch099.ckpt").write_bytes(b"stale")  # nothing may pick it
+    train(tiny_work, out=out, max_epochs=1, resume=False, **TINY)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["epochs_run"] == 1 and cfg["best_epoch"] == 0
+    names = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt"))
+    assert names == ["best-epoch000.ckpt", "last.ckpt"]
+    log = pd.read_csv(next((out / "logs").rglob("metrics.csv")))
+    assert set(log["epoch"].dropna().astype(int)) == {0}  # no rows of the old run's epochs
 
 
 def test_a_second_train_into_a_busy_run_folder_is_refused(tiny_work: Path, tmp_path: Path) -> None:
