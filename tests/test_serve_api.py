@@ -404,3 +404,12 @@ def test_heatmaps_on_a_model_without_a_cam_layer_is_422_cannot_predict(run: Path
             c.post("/v1/predict?heatmaps=true", files=upload(encode(film()))), 422, "cannot_predict"
         )
         assert "Grad-CAM" in body["message"]
+
+
+def test_error_codes_come_from_the_reader_not_from_message_text() -> None:
+    from cxrad.errors import DecodeError, ImageReadError, ModelError
+    from cxrad.serve.engine import error_code
+
+    assert error_code(ImageReadError("truncated", "truncated image: x.png")) == "truncated"
+    assert error_code(DecodeError("truncated image, said differently")) == "unreadable"
+    assert error_code(ModelError("no Grad-CAM layer")) == "cannot_predict"

@@ -110,26 +110,13 @@ def image_size(path: Path) -> tuple[int, int] | None:
 
 
 def error_code(e: CxradError) -> str:
-    """A stable code for a failed upload: the error's own ``code``, else from its reason.
-
-    Errors that are not about reading the image (a model without a Grad-CAM layer, say) are
-    ``cannot_predict``.
-    """
+    """A stable code for a failed upload: the error's own ``code`` (every read failure has one:
+    :class:`~cxrad.errors.ImageReadError`), else ``unreadable`` for a decode error and
+    ``cannot_predict`` for the rest (a model without a Grad-CAM layer, say)."""
     code = getattr(e, "code", None)
     if isinstance(code, str) and code:
         return code
-    if not isinstance(e, DecodeError):
-        return "cannot_predict"
-    text = str(e)
-    for prefix, name in (
-        ("zero-byte", "empty_file"),
-        ("truncated", "truncated"),
-        ("too large", "too_many_pixels"),
-        ("not an image", "not_an_image"),
-    ):
-        if text.startswith(prefix):
-            return name
-    return "unreadable"
+    return "unreadable" if isinstance(e, DecodeError) else "cannot_predict"
 
 
 def _scrub(value: Any, secret: str, public: str) -> Any:
