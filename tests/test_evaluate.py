@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -113,6 +114,37 @@ def test_cli_fits_temperature_and_prints_headline(
     assert m["header"]["command"].startswith("cxrad evaluate ")
     assert m["header"]["model"]["trained_on"] is None  # a run saved before it was recorded
     assert m["header"]["environment"]["torch"] == torch.__version__  # where the report ran
+
+
+@pytest.mark.parametrize(
+    ("split", "same", "is_test", "words"),
+    [
+        ("test", True, True, "held-out test split"),
+        ("val", True, False, "chose its checkpoint, temperatures and cut-offs on"),
+        ("train", True, False, "the films this run trained on"),
+        ("all", True, False, "its training films included"),
+        ("all", False, True, "not trained on"),
+    ],
+)
+def test_a_split_the_run_was_fitted_on_is_never_reported_as_a_test(
+    tiny, tmp_path: Path, split: str, same: bool, is_test: bool, words: str
+) -> None:
+    from cxrad.evaluate.report import headline
+
+    work, run = tiny
+    if not same:
+        run = shutil.copytree(run, tmp_path / "other")
+        cfg = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**cfg, "manifest_hash": "elsewhere"}))
+    m = evaluate_run(run, work, split=split, n_boot=0, out=tmp_path / "e", min_count=2)
+    data = m["header"]["data"]
+    assert data["is_test"] is is_test and words in data["role"]
+    first = headline(m)[0]
+    assert first.startswith("WARNING: these are ") != is_test
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())["header"]["data"]
+    assert saved["role"] == data["role"]
+    if not is_test:  # the report opens with the same warning
+        assert f"WARNING: these are {data['role']}" in (tmp_path / "e" / "report.html").read_text()
 
 
 def test_evaluate_run_errors(tiny, tmp_path: Path) -> None:

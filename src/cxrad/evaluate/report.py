@@ -38,10 +38,12 @@ def headline(m: dict[str, Any]) -> list[str]:
     """The few lines the CLI prints and the report opens with."""
     cls, t1 = m["classification"], m["top1"]
     macro, micro = cls["macro"], cls["micro"]
-    lines = [
+    data = (m.get("header") or {}).get("data") or {}
+    lines = [] if data.get("is_test", True) else [f"WARNING: these are {data['role']}"]
+    lines.append(
         f"macro AUROC {format_ci(macro['auroc'], macro['auroc_ci'])} over "
-        f"{len(macro['classes'])} classes; micro AUROC {format_ci(micro['auroc'], micro['auroc_ci'])}",
-    ]
+        f"{len(macro['classes'])} classes; micro AUROC {format_ci(micro['auroc'], micro['auroc_ci'])}"
+    )
     if t1.get("status") == "ok":
         maj, prior = t1["majority"], t1["prior"]
         ci = t1.get("accuracy_ci")

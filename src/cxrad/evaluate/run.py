@@ -49,6 +49,26 @@ from cxrad.progress import Progress
 logger = logging.getLogger(__name__)
 
 
+SPLIT_ROLES = {
+    "test": "the held-out test split of the manifest the run was trained on",
+    "val": "the validation split this run chose its checkpoint, temperatures and cut-offs on: "
+    "optimistic, not a test",
+    "train": "the films this run trained on: not a test",
+    "all": "every usable film of the manifest the run was trained on, its training films "
+    "included: not a test",
+}
+
+
+def split_role(split: str, same_manifest: bool) -> dict[str, Any]:
+    """What ``split`` is to the run: ``role`` in words and ``is_test`` (may it be quoted as one)."""
+    if not same_manifest:
+        return {
+            "role": f"split {split!r} of a manifest the run was not trained on",
+            "is_test": True,
+        }
+    return {"role": SPLIT_ROLES.get(split, split), "is_test": split == "test"}
+
+
 def select_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
     """The ``ok`` rows of one split (``"all"``: every ``ok`` row, e.g. an external test set).
 
@@ -331,6 +351,7 @@ def evaluate_run(
             "manifest_hash": data_hash,
             "run_manifest_hash": config.manifest_hash,
             "same_manifest_as_training": config.manifest_hash == data_hash,
+            **split_role(split, config.manifest_hash == data_hash),
             "sources": {str(k): int(v) for k, v in rows["source"].value_counts().items()},
         },
         "command": command or equivalent,
