@@ -36,6 +36,7 @@ from cxrad import atomic
 from cxrad.errors import CacheError
 from cxrad.preprocess import packfiles
 from cxrad.preprocess.packfiles import PackedImages
+from cxrad.preprocess.readback import read_json_object, read_table
 from cxrad.preprocess.transform import PREPROCESS_VERSION, PreprocessConfig
 
 logger = logging.getLogger(__name__)
@@ -244,12 +245,7 @@ def read_meta(directory: Path) -> dict | None:
     path = directory / META
     if not path.is_file() or (directory / JOURNAL).exists():
         return None
-    try:
-        meta = json.loads(path.read_bytes())
-        int(meta["n"]), int(meta["size"])
-    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
-        raise CacheError(f"{path} is damaged ({type(e).__name__}: {e})") from e
-    return meta
+    return read_json_object(path, ("n", "size"))
 
 
 def meta_or_rebuild(directory: Path) -> dict | None:
@@ -287,18 +283,10 @@ def open_cache(work: str | Path, config: PreprocessConfig | None = None) -> Cach
     if bad:
         raise CacheError(f"{directory}: pack files {bad[:3]} are missing or short; {hint}")
     images = PackedImages(directory, n, s, per_file)
-    index, failures = (_table(directory / name, hint) for name in (INDEX, FAILURES))
+    index, failures = (read_table(directory / name, hint) for name in (INDEX, FAILURES))
     if len(index) != n:
         raise CacheError(f"{directory / INDEX} has {len(index)} rows, expected {n}; {hint}")
     return Cache(images=images, index=index, failures=failures, config=config, path=directory)
-
-
-def _table(path: Path, hint: str) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as e:  # cut short or overwritten; pyarrow's errors are these
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CacheError(f"{path} is damaged ({why}); {hint}") from e
 
 
 def pack_id(ok_sha1s: Sequence[str], failures: pd.DataFrame, config: PreprocessConfig) -> str:
