@@ -104,7 +104,7 @@ def streamed_loaders(
 
 def val_rows(df: Any, ids: list[str], folder: Path) -> Any:
     """The manifest rows of the streamed val films, in shard order (their sources fit the cuts)."""
-    rows = df.set_index("image_id")
+    rows = df[df["split"] == "val"].set_index("image_id")  # a film re-split since is stale too
     unknown = [i for i in ids if i not in rows.index]
     if unknown:
         raise TrainError(
