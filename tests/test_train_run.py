@@ -318,8 +318,8 @@ def test_a_dead_trainers_lock_is_taken_over_and_released(tiny_work: Path, tmp_pa
 
 
 def test_only_rank_zero_locks_the_run_folder(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cxrad.models.runlock import is_rank_zero, run_lock
     from cxrad.preprocess.lock import locked
-    from cxrad.train.runlock import is_rank_zero, run_lock
 
     for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)

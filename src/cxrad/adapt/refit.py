@@ -32,6 +32,7 @@ from cxrad.models.calibrate import (
 )
 from cxrad.models.config import json_safe
 from cxrad.models.decision import calibrated
+from cxrad.models.runlock import writes_run
 from cxrad.models.shift import score_shift
 
 logger = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ def adapt_logits(
     return fitted, report
 
 
+@writes_run("out", "cxrad adapt", AdaptError)
 def adapt_run(
     run: str | Path,
     data: str | Path,

@@ -29,8 +29,13 @@ EMPTY_GRACE_SECONDS = 60
 """An empty lock file older than this names no owner that could still be writing it."""
 
 
-def _owner() -> dict[str, object]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+def _owner(who: str) -> dict[str, object]:
+    return {
+        "command": who,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.time(),
+    }
 
 
 def _stale(path: Path) -> bool:
@@ -46,13 +51,13 @@ def _stale(path: Path) -> bool:
     return age > STALE_SECONDS
 
 
-def _create(path: Path) -> bool:
+def _create(path: Path, who: str) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as fh:
-        json.dump(_owner(), fh)
+        json.dump(_owner(who), fh)
     return True
 
 
@@ -78,16 +83,17 @@ def locked(
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK
-    if not _create(path):
+    if not _create(path, who):
         if _stale(path):
-            logger.warning("taking over a stale preprocess lock %s (%s)", path, _read(path))
+            logger.warning("taking over a stale lock %s (%s)", path, _read(path))
             stale = path.with_name(f"{LOCK}.stale{os.getpid()}")
             with contextlib.suppress(FileNotFoundError):
                 os.replace(path, stale)  # atomic: only one taker renames it
                 stale.unlink()
-        if not _create(path):
+        if not _create(path, who):
+            owner = _command(path, who)
             raise error(
-                f"another `{who}` is writing {directory} ({_read(path)}); wait for it "
+                f"another `{owner}` is writing {directory} ({_read(path)}); wait for it "
                 f"to finish, or delete {path} if that process is gone"
             )
     try:
@@ -95,6 +101,14 @@ def locked(
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _command(path: Path, who: str) -> str:
+    """The command the lock's owner recorded (locks from before it was recorded: ``who``)."""
+    try:
+        return str(json.loads(_read(path)).get("command", who))
+    except (ValueError, AttributeError):
+        return who
 
 
 def _read(path: Path) -> str:

@@ -39,6 +39,7 @@ from cxrad.models import (
     get_spec,
     parse_rule,
 )
+from cxrad.models.runlock import run_lock
 from cxrad.preprocess import PreprocessConfig
 from cxrad.train.checkpoints import (
     MONITOR,
@@ -55,7 +56,6 @@ from cxrad.train.inputs import check_loaded, check_options, streamed_loaders, tr
 from cxrad.train.losses import pos_weight_from_labels
 from cxrad.train.module import CxrModule
 from cxrad.train.ood import fit_ood_if_cached, fit_run_ood
-from cxrad.train.runlock import run_lock
 from cxrad.train.setup import (
     Hardware,
     git_commit,

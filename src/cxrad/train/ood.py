@@ -22,6 +22,7 @@ from cxrad.errors import TrainError
 from cxrad.manifest import read_manifest
 from cxrad.models import Classifier, load_run, read_config, resolve_run
 from cxrad.models.ood import DEFAULT_QUANTILE, GaussianOOD, attach_ood
+from cxrad.models.runlock import run_lock
 from cxrad.train.setup import open_work_cache
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,13 @@ def fit_run_ood(
         >>> fit_run_ood("runs/fast", "work")["threshold"]  # doctest: +SKIP
     """
     path = resolve_run(run)
+    with run_lock(path, "cxrad fit-ood"):  # a train or adapt writing the run would race its config
+        return _fit_and_attach(path, work, quantile, batch_size, max_fit, seed)
+
+
+def _fit_and_attach(
+    path: Path, work: str | Path, quantile: float, batch_size: int, max_fit: int, seed: int
+) -> dict[str, Any]:
     model, cfg = load_run(path)
     df = read_manifest(work)
     if "split" not in df.columns:
