@@ -65,7 +65,7 @@ def test_read_only_out_is_refused_before_work(tmp_path: Path, monkeypatch, capsy
 
 
 def test_out_in_a_read_only_folder(tmp_path: Path, monkeypatch, capsys) -> None:
-    command = "train"
+    command = "segment"  # one that makes --out at once (train, adapt: the run lock makes it)
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
@@ -77,3 +77,14 @@ def test_out_in_a_read_only_folder(tmp_path: Path, monkeypatch, capsys) -> None:
         assert "cannot be created (Permission denied)" in err
     finally:
         ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["train", "adapt", "ensemble"])
+def test_a_refused_run_command_leaves_no_out_folder(tmp_path: Path, monkeypatch, capsys, command: str) -> None:  # fmt: skip
+    out = tmp_path / "runs" / "new"
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    ensemble = ["ensemble", *runs, "--data", str(tmp_path / "work"), "--out", str(out)]
+    args = {**commands(tmp_path, out), "ensemble": ensemble}[command]
+    code, err = run_cli(args, monkeypatch, capsys)  # no manifest; no class folders; no runs
+    assert code == 2 and "Traceback" not in err and "error:" in err
+    assert not (tmp_path / "runs").exists()

@@ -51,7 +51,7 @@ def adapt(
     """
     from cxrad.adapt import adapt_run
 
-    writable_folder(out)
+    writable_folder(out, create=False)  # the run lock makes it, and removes it on a refusal
     r = adapt_run(run, data, out, operating_point, n_boot=n_boot, seed=seed, split=split)
     err_console.print(f"adapted {run} on {r.n_films} films ({r.rule}) -> {out}", highlight=False)
     shift = r.shift or {}

@@ -188,7 +188,7 @@ def train(
         raise TrainError(
             "--hold-out, --sampler and --data-format apply to --task multilabel only; drop them"
         )
-    writable_folder(out)  # after the option checks, so a refused command leaves no folder
+    writable_folder(out, create=False)  # the run lock makes it, and removes it if train is refused
     if task != "multilabel":
         from cxrad.cli.oneclass import train_one_class_cli
 
@@ -270,7 +270,7 @@ def ensemble(
     from cxrad.models import read_config
     from cxrad.train import ensemble_runs
 
-    writable_folder(out)
+    writable_folder(out, create=False)  # the run lock makes it, and removes it on a refusal
     t0 = time.perf_counter()
     run = ensemble_runs(runs, data, out, batch_size=batch_size, operating_point=operating_point)
     cfg = read_config(run)
