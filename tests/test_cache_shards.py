@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from cxrad.errors import CacheError
+from cxrad.folderlock import LOCK, locked
 from cxrad.manifest import read_manifest
 from cxrad.preprocess import PreprocessConfig, open_cache, prepare, preprocess_work
-from cxrad.preprocess.lock import LOCK, locked
 from helpers import make_tiny_work
 
 CFG = PreprocessConfig(size=16)

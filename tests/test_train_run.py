@@ -296,7 +296,7 @@ def test_no_resume_starts_over_instead_of_continuing(
 
 def test_a_second_train_into_a_busy_run_folder_is_refused(tiny_work: Path, tmp_path: Path) -> None:
     from cxrad.errors import TrainError
-    from cxrad.preprocess.lock import locked
+    from cxrad.folderlock import locked
 
     out = tmp_path / "busy"
     with locked(out, who="cxrad train"), pytest.raises(TrainError, match="another `cxrad train` is writing"):  # fmt: skip
@@ -318,8 +318,8 @@ def test_a_dead_trainers_lock_is_taken_over_and_released(tiny_work: Path, tmp_pa
 
 
 def test_only_rank_zero_locks_the_run_folder(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from cxrad.models.runlock import is_rank_zero, run_lock
-    from cxrad.preprocess.lock import locked
+    from cxrad.errors import TrainError
+    from cxrad.folderlock import folder_lock, is_rank_zero, locked
 
     for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
@@ -328,5 +328,5 @@ def test_only_rank_zero_locks_the_run_folder(tmp_path: Path, monkeypatch) -> Non
     assert is_rank_zero()
     monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP child Lightning started
     assert not is_rank_zero()
-    with locked(tmp_path, who="cxrad train"), run_lock(tmp_path):
+    with locked(tmp_path, who="cxrad train"), folder_lock(tmp_path, "cxrad train", TrainError):
         pass  # a rank > 0 shares the folder its rank 0 holds

@@ -23,6 +23,7 @@ import numpy as np
 from cxrad.adapt.site import load_site
 from cxrad.errors import AdaptError
 from cxrad.evaluate.bootstrap import percentile_ci, resample_counts
+from cxrad.folderlock import writes_folder
 from cxrad.models import DEFAULT_RULE, DecisionStep, Rule, RunConfig, load_run, parse_rule, save_run
 from cxrad.models.calibrate import (
     fit_decision,
@@ -32,7 +33,6 @@ from cxrad.models.calibrate import (
 )
 from cxrad.models.config import json_safe
 from cxrad.models.decision import calibrated
-from cxrad.models.runlock import writes_run
 from cxrad.models.shift import score_shift
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def adapt_logits(
     return fitted, report
 
 
-@writes_run("out", "cxrad adapt", AdaptError)
+@writes_folder("out", "cxrad adapt", AdaptError)
 def adapt_run(
     run: str | Path,
     data: str | Path,

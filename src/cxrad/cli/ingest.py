@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cxrad.cli.app import app, err_console, progress_bar, writable_folder
 from cxrad.errors import IngestError
+from cxrad.folderlock import folder_lock
 from cxrad.ingest import ADAPTERS, ingest
 from cxrad.ingest.registry import get_adapter
 from cxrad.progress import Progress
@@ -56,8 +57,6 @@ def ingest_command(
 
     Example: cxrad ingest ../shared/data/* --out work
     """
-    from cxrad.manifest import write_manifest
-
     if relocate is not None:
         _relocate(out, relocate, dirs)
         return
@@ -66,6 +65,16 @@ def ingest_command(
     if fmt is not None:
         get_adapter(fmt)  # a typo fails before any work, with "did you mean"
     writable_folder(Path(out), create=False)  # before hashing, which can take a while
+    with folder_lock(Path(out), "cxrad ingest", IngestError):  # a split now would be lost
+        _ingest_into(Path(out), dirs, fmt, workers, hash_images=not no_hash)
+
+
+def _ingest_into(
+    out: Path, dirs: list[Path], fmt: str | None, workers: int | None, hash_images: bool
+) -> None:
+    """Read ``dirs``, write the manifest and summary into ``out``, and print the summary."""
+    from cxrad.manifest import write_manifest
+
     with contextlib.ExitStack() as stack:
         bar: list[Progress] = []
 
@@ -76,7 +85,7 @@ def ingest_command(
             bar[0](done, total)
 
         manifest, summary = ingest(
-            dirs, fmt=fmt, workers=workers, progress=progress, hash_images=not no_hash
+            dirs, fmt=fmt, workers=workers, progress=progress, hash_images=hash_images
         )
     dropped = dropped_split_note(Path(out))
     if dropped:

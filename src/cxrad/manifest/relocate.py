@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrad.errors import ManifestError
+from cxrad.folderlock import writes_folder
 from cxrad.labels import CLASSES
 from cxrad.manifest.io import read_manifest, write_manifest
 from cxrad.manifest.schema import STATUS_OK
@@ -32,6 +33,7 @@ class Relocated:
     restored: int
 
 
+@writes_folder("work", "cxrad ingest --relocate", ManifestError)
 def relocate(work: str | Path, old: str | Path, new: str | Path) -> Relocated:
     """Rewrite the paths of rows under ``old`` to lie under ``new``, and save the manifest.
 

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrad import folderlock
 from cxrad.errors import CacheError, ImageReadError
 from cxrad.image import MAX_PIXELS, file_sha1, read_image, sha1_bytes
 from cxrad.manifest import STATUS_OK, read_manifest
 from cxrad.parallel import process_pool
-from cxrad.preprocess import lock, packfiles, store
+from cxrad.preprocess import packfiles, store
 from cxrad.preprocess.normalise import normalise_image
 from cxrad.preprocess.transform import PreprocessConfig, apply_crop, resize
 from cxrad.progress import Progress
@@ -180,7 +181,7 @@ def preprocess_work(
     df = read_manifest(work)
     rows = df.loc[df["status"] == STATUS_OK, ["image_id", "path", "sha1"]].copy()
     summary = PreprocessSummary(cache_dir=directory, key=config.key, n_rows=len(rows))
-    with lock.locked(directory):
+    with folderlock.locked(directory):
         store.recover(directory)
         _fill_sha1(rows, workers)
         wanted = rows.dropna(subset=["sha1"]).sort_values(["sha1", "image_id"])
@@ -323,7 +324,7 @@ def _run_chunks(
             names.add(name)
             done += len(items)
             store._checkpoint("shard")
-            lock.refresh(directory)
+            folderlock.refresh(directory)
             if progress:
                 progress(done, total)
         return names
@@ -345,7 +346,7 @@ def _run_chunks(
                 names.add(fut.result()[0])
                 done += n
                 store._checkpoint("shard")
-                lock.refresh(directory)
+                folderlock.refresh(directory)
                 if progress:
                     progress(done, total)
     return names

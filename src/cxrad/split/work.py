@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from cxrad.errors import SplitError
+from cxrad.folderlock import writes_folder
 from cxrad.labels import CLASSES, SPLITS
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest, write_manifest
 from cxrad.manifest.image_docs import write_image_docs
@@ -70,6 +72,7 @@ def split_counts(df: pd.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
+@writes_folder("work", "cxrad split", SplitError)  # an ingest meanwhile would be lost
 def split_work(
     work: str | Path,
     ratios: Sequence[float] = RATIOS,

@@ -19,10 +19,10 @@ from pathlib import Path
 import cxrad
 from cxrad.environment import environment
 from cxrad.errors import TrainError
+from cxrad.folderlock import writes_folder
 from cxrad.manifest import manifest_hash, read_manifest
 from cxrad.models import DEFAULT_RULE, RunConfig, load_run, parse_rule, resolve_run
 from cxrad.models.ensemble import ENSEMBLE, ensemble_of
-from cxrad.models.runlock import writes_run
 from cxrad.train.finalise import finalise, val_logits
 from cxrad.train.fit import git_commit
 
@@ -32,7 +32,7 @@ MUST_AGREE = ("classes", "activation", "preprocess", "manifest_hash", "held_out_
 """RunConfig fields every member must share: same outputs, same input, same training data."""
 
 
-@writes_run("out", "cxrad ensemble")
+@writes_folder("out", "cxrad ensemble", TrainError)
 def ensemble_runs(
     runs: Sequence[str | Path],
     work: str | Path,

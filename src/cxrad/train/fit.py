@@ -29,6 +29,7 @@ from cxrad.data import AugmentConfig, make_dataloaders, trainable_classes
 from cxrad.data.holdout import drop_held_out, parse_sources
 from cxrad.environment import environment
 from cxrad.errors import TrainError
+from cxrad.folderlock import folder_lock
 from cxrad.manifest import manifest_hash, read_manifest
 from cxrad.models import (
     DEFAULT_RULE,
@@ -39,7 +40,6 @@ from cxrad.models import (
     get_spec,
     parse_rule,
 )
-from cxrad.models.runlock import run_lock
 from cxrad.preprocess import PreprocessConfig
 from cxrad.train.checkpoints import (
     MONITOR,
@@ -179,7 +179,9 @@ def train(
     adv = build_adversary(prep.net, prep.loaders.train, dg_weight, size) if dg != "none" else None
     lit = CxrModule(prep.net, prep.classes, loss, pos_weight, lr, weight_decay, augment, seed, adv)
     out = Path(out)
-    with run_lock(out):  # one writer per run folder: two trains would mix their files
+    with folder_lock(
+        out, "cxrad train", TrainError
+    ):  # one writer per run folder: two trains would mix their files
         trainer = fit(
             lit, prep, out, max_epochs=max_epochs, patience=patience, resume=resume,
             progress=progress, callbacks=callbacks, devices=devices, num_nodes=num_nodes,

@@ -47,11 +47,11 @@ from cxrad.data.augment import RadiographAugment
 from cxrad.data.dataset import mix_seed
 from cxrad.environment import environment
 from cxrad.errors import TrainError
+from cxrad.folderlock import writes_folder
 from cxrad.labels import NORMAL
 from cxrad.manifest import STATUS_OK, manifest_hash, read_manifest
 from cxrad.models import check_input_size, save_run
 from cxrad.models.oneclass import ONE_CLASS, PATCH, POOLED, SPEC, build_one_class
-from cxrad.models.runlock import writes_run
 from cxrad.options import suggest
 from cxrad.train.cutpaste import synthetic_anomalies
 from cxrad.train.oneclass_density import (
@@ -82,7 +82,7 @@ def normal_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
     return df[(df["status"] == STATUS_OK) & (df["split"] == split) & (df[NORMAL] == 1)]
 
 
-@writes_run("out", "cxrad train --task one-class")
+@writes_folder("out", "cxrad train --task one-class", TrainError)
 def train_one_class(
     work: str | Path,
     out: str | Path,

@@ -19,10 +19,10 @@ import torch
 
 from cxrad.data.holdout import fit_rows
 from cxrad.errors import TrainError
+from cxrad.folderlock import folder_lock
 from cxrad.manifest import read_manifest
 from cxrad.models import Classifier, load_run, read_config, resolve_run
 from cxrad.models.ood import DEFAULT_QUANTILE, GaussianOOD, attach_ood
-from cxrad.models.runlock import run_lock
 from cxrad.train.setup import open_work_cache
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,9 @@ def fit_run_ood(
         >>> fit_run_ood("runs/fast", "work")["threshold"]  # doctest: +SKIP
     """
     path = resolve_run(run)
-    with run_lock(path, "cxrad fit-ood"):  # a train or adapt writing the run would race its config
+    with folder_lock(
+        path, "cxrad fit-ood", TrainError
+    ):  # a train or adapt writing the run would race its config
         return _fit_and_attach(path, work, quantile, batch_size, max_fit, seed)
 
 

@@ -1,21 +1,32 @@
-"""Stage 4, preprocess: one writer per cache folder (and run folder), by an atomic lock file (NFS-safe).
+"""Shared: one writer per folder (a cache, a run, a work folder), by an atomic lock file.
 
 ``flock`` is not reliable between NFS clients, so the lock is a file created with
-``O_CREAT | O_EXCL`` (atomic on NFSv3+ and local disks) that names its owner (host, pid,
-start time). A lock is stale, and taken over, when its owner is on this host and no longer
+``O_CREAT | O_EXCL`` (atomic on NFSv3+ and local disks) that names its owner (command, host,
+pid, start time). A lock is stale, and taken over, when its owner is on this host and no longer
 runs, or when it has not been refreshed (``touch``) for :data:`STALE_SECONDS` on another host.
+
+:func:`locked` is the bare lock (the cache's). :func:`folder_lock` and :func:`writes_folder`
+add what run and work folders need: two ``cxrad train`` runs into one ``--out`` would resume
+from each other's checkpoints, and a split beside an ingest would describe a manifest that is
+no longer there. They are re-entrant within a process (``cxrad train`` calls ``fit_run_ood`` on
+the run it holds), only rank 0 of a distributed run locks (the DDP ranks that Lightning or
+SLURM start share the folder), and a folder the lock had to create is removed again if the
+command left it empty, so a command refused for its inputs leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cxrad.errors import CacheError, CxradError
 from cxrad.parallel import pid_alive
@@ -116,3 +127,59 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return "owner unknown"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_HELD: set[Path] = set()
+"""Folders this process holds the lock of (through :func:`folder_lock`)."""
+
+
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+"""Set (to non-zero) in every process but the first of a distributed run."""
+
+
+def is_rank_zero() -> bool:
+    """True unless a launcher's rank variables name another process of a distributed run."""
+    return all(os.environ.get(v, "0").strip() in ("", "0") for v in RANK_VARIABLES)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, who: str, error: type[CxradError]) -> Iterator[None]:
+    """Hold ``folder``'s lock for the block on rank 0; other ranks, and a holder, run unlocked.
+
+    Raises:
+        CxradError: (``error``) another live cxrad command is writing ``folder``; says which,
+            and its process.
+    """
+    path = Path(folder).resolve()
+    if not is_rank_zero() or path in _HELD:
+        yield
+        return
+    created = [d for d in (path, *path.parents) if not d.exists()]  # innermost first
+    try:
+        with locked(path, who=who, error=error):
+            _HELD.add(path)
+            try:
+                yield
+            finally:
+                _HELD.discard(path)
+    finally:
+        with contextlib.suppress(OSError):  # not empty (the run was written), or gone
+            for folder in created:
+                folder.rmdir()
+
+
+def writes_folder(param: str, who: str, error: type[CxradError]) -> Callable[[F], F]:
+    """Decorate a function that writes the folder named by its argument ``param``."""
+
+    def wrap(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def locked_fn(*args: Any, **kwargs: Any) -> Any:
+            with folder_lock(Path(signature.bind(*args, **kwargs).arguments[param]), who, error):
+                return fn(*args, **kwargs)
+
+        return locked_fn  # type: ignore[return-value]
+
+    return wrap
