@@ -12,11 +12,15 @@ Classes (each image has exactly one, but some other columns are NaN = unannotate
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -155,3 +159,39 @@ def make_dicom(
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``folder``, made read-only for the block; as root (where chmod binds nobody) it is faked.
+
+    The fake denies what a read-only folder denies: ``os.access`` for writing it, and
+    ``mkdir`` of anything inside it (``PermissionError``, errno 13), so the refusal paths run in
+    CI, which runs as root, and not only on a developer's machine.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            _fake_read_only(folder.resolve(), monkeypatch)
+        yield folder
+    finally:
+        folder.chmod(0o755)
+
+
+def _fake_read_only(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    access, mkdir = os.access, Path.mkdir
+
+    def denied(path: object) -> bool:
+        return Path(str(path)).resolve() == folder
+
+    def fake_access(path: object, mode: int, *args: object, **kwargs: object) -> bool:
+        return not (denied(path) and mode & os.W_OK) and access(path, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    def fake_mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if folder in Path(self).resolve().parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "access", fake_access)
+    monkeypatch.setattr(Path, "mkdir", fake_mkdir)

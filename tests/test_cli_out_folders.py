@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from cxrad.cli import main
+from helpers import read_only_folder
 
 app_module = importlib.import_module("cxrad.cli.app")  # the module, not the Typer app
 
@@ -66,17 +67,10 @@ def test_read_only_out_is_refused_before_work(tmp_path: Path, monkeypatch, capsy
 
 def test_out_in_a_read_only_folder(tmp_path: Path, monkeypatch, capsys) -> None:
     command = "segment"  # one that makes --out at once (train, adapt: the run lock makes it)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as root: a read-only folder is still writable")
+    with read_only_folder(tmp_path / "ro", monkeypatch) as ro:
         code, err = run_cli(commands(tmp_path, ro / "new")[command], monkeypatch, capsys)
-        assert code == 2 and "Traceback" not in err
-        assert "cannot be created (Permission denied)" in err
-    finally:
-        ro.chmod(0o755)
+    assert code == 2 and "Traceback" not in err
+    assert "cannot be created (Permission denied)" in err and not (ro / "new").exists()
 
 
 @pytest.mark.parametrize("command", ["train", "adapt", "ensemble"])
