@@ -165,8 +165,8 @@ def folder_lock(folder: Path, who: str, error: type[CxradError]) -> Iterator[Non
                 _HELD.discard(path)
     finally:
         with contextlib.suppress(OSError):  # not empty (the run was written), or gone
-            for folder in created:
-                folder.rmdir()
+            for made in created:
+                made.rmdir()
 
 
 def writes_folder(param: str, who: str, error: type[CxradError]) -> Callable[[F], F]:
